@@ -14,6 +14,7 @@
 pub mod json;
 mod properties;
 pub mod system;
+pub mod time;
 
 pub use bytes::Bytes;
 pub use properties::{PropertyMap, names_equal};

@@ -1,0 +1,345 @@
+//! The hub: Verge's one routing fabric.
+//!
+//! Everything that sends a message (a wasm module, later an MQTT client or a leaf device) hands
+//! the hub a [`Commit`]: messages stamped with their sender ([`Hub::stamp`]) and, when they were
+//! produced while handling an input, the [`Ack`] of that input. The hub routes each message with
+//! the installed routes (IoT Hub's route language, [`verge_route`]) into per-destination
+//! [`Queue`]s, all or nothing, then acks the input: taking an input and producing its outputs are
+//! one step. A full destination queue makes the commit wait; that is the hub's backpressure.
+//!
+//! Everything that receives (a wasm module's host, later an MQTT session, the upstream link)
+//! attaches a [`Consumer`] to its destination's queue and acks what it handled.
+//!
+//! Messages are `Arc<Message>`: a message routed to several destinations is one allocation and
+//! one body buffer, shared by every queue and receiver.
+//!
+//! The hub knows nothing of the agent or of how modules run. The durable store comes in behind
+//! [`Hub::commit`] and the queues without changing this surface.
+
+pub mod methods;
+mod queue;
+mod routing;
+mod stats;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+use verge_message::{Message, system};
+
+pub use methods::{MethodCall, MethodError, MethodListener, MethodResponse, Methods};
+pub use queue::{Ack, Consumer, DEFAULT_LANE, Entry, LANES, Queue, QueueLimits};
+pub use routing::{RouteConfigError, RouteSet, RouteSpec};
+pub use stats::{HubStats, QueueStats};
+
+use routing::{Destination, Table};
+use stats::HubCounters;
+
+/// Messages a slow `verge monitor` may fall behind before it skips some.
+const TAP_BACKLOG: usize = 1024;
+
+/// Who sent a message or serves a destination: a device, or a module on a device.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    device_id: Arc<str>,
+    module_id: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// A module of `device`.
+    pub fn module(device: &str, module: &str) -> Self {
+        Self {
+            device_id: device.into(),
+            module_id: Some(module.into()),
+        }
+    }
+
+    /// A device (a leaf device, or the edge device itself).
+    pub fn device(device: &str) -> Self {
+        Self {
+            device_id: device.into(),
+            module_id: None,
+        }
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The module id, for a module.
+    pub fn module_id(&self) -> Option<&str> {
+        self.module_id.as_deref()
+    }
+}
+
+impl fmt::Display for Identity {
+    /// `device` or `device/module`, as IoT Hub writes client ids.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.module_id {
+            Some(m) => write!(f, "{}/{m}", self.device_id),
+            None => f.write_str(&self.device_id),
+        }
+    }
+}
+
+/// A destination with a queue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `$upstream`: the parent or cloud.
+    Upstream,
+    /// A module's inputs (`BrokeredEndpoint("/modules/{id}/inputs/…")`).
+    Module(Arc<str>),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Upstream => f.write_str("$upstream"),
+            Self::Module(m) => write!(f, "modules/{m}"),
+        }
+    }
+}
+
+/// Messages to route, and optionally the input whose handling produced them.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Stamped messages ([`Hub::stamp`]).
+    pub messages: Vec<Arc<Message>>,
+    /// Acked once the messages are queued.
+    pub ack: Option<Ack>,
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Deliveries queued.
+    pub routed: usize,
+    /// Messages no route selected.
+    pub dropped_no_route: usize,
+}
+
+/// A message that entered the upstream queue, as `verge monitor` shows it.
+#[derive(Clone, Debug)]
+pub struct Tapped {
+    /// The message.
+    pub message: Arc<Message>,
+    /// When the hub accepted it.
+    pub enqueued: SystemTime,
+    /// Its priority lane.
+    pub lane: u8,
+}
+
+/// How the hub is set up.
+#[derive(Clone, Debug)]
+pub struct HubOptions {
+    /// The edge device's id (`connectionDeviceId` of its modules' messages).
+    pub device_id: String,
+    /// Limits of each destination queue.
+    pub queue_limits: QueueLimits,
+}
+
+/// A consumer is already attached to the queue.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} already has a consumer")]
+pub struct AlreadyConsumed(pub Target);
+
+/// The hub.
+#[derive(Debug)]
+pub struct Hub {
+    device_id: Arc<str>,
+    limits: QueueLimits,
+    table: ArcSwap<Table>,
+    queues: Mutex<HashMap<Target, Arc<Queue>>>,
+    taps: broadcast::Sender<Tapped>,
+    counters: HubCounters,
+    methods: Methods,
+}
+
+impl Hub {
+    /// A hub with no routes.
+    pub fn new(options: HubOptions) -> Arc<Self> {
+        Arc::new(Self {
+            device_id: options.device_id.into(),
+            limits: options.queue_limits,
+            table: ArcSwap::from_pointee(Table::default()),
+            queues: Mutex::new(HashMap::new()),
+            taps: broadcast::channel(TAP_BACKLOG).0,
+            counters: HubCounters::default(),
+            methods: Methods::default(),
+        })
+    }
+
+    /// The edge device's id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<Target, Arc<Queue>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The queue of `target`, created empty if needed.
+    pub fn queue(&self, target: &Target) -> Arc<Queue> {
+        let mut queues = self.queues();
+        Arc::clone(
+            queues
+                .entry(target.clone())
+                .or_insert_with(|| Arc::new(Queue::new(target.clone(), self.limits))),
+        )
+    }
+
+    /// Replace the routes. Messages already queued stay queued.
+    pub fn install(&self, routes: RouteSet) {
+        let table = Table::install(routes, |target| self.queue(target));
+        self.table.store(Arc::new(table));
+    }
+
+    /// The installed routes: name and text.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.table.load().describe()
+    }
+
+    /// Attach the consumer of `target`'s queue.
+    pub fn consume(&self, target: &Target) -> Result<Consumer, AlreadyConsumed> {
+        self.queue(target)
+            .consume()
+            .ok_or_else(|| AlreadyConsumed(target.clone()))
+    }
+
+    /// Mark `message` as sent by `sender` on `output`: sets `connectionDeviceId`,
+    /// `connectionModuleId` and `outputName`, overriding whatever the sender put there.
+    pub fn stamp(&self, sender: &Identity, output: Option<&str>, message: &mut Message) {
+        let sys = message.system_mut();
+        sys.insert(system::CONNECTION_DEVICE_ID, sender.device_id());
+        match sender.module_id() {
+            Some(module) => sys.insert(system::CONNECTION_MODULE_ID, module),
+            None => {
+                sys.remove(system::CONNECTION_MODULE_ID);
+            }
+        }
+        match output {
+            Some(output) => sys.insert(system::OUTPUT_NAME, output),
+            None => {
+                sys.remove(system::OUTPUT_NAME);
+            }
+        }
+        for hub_only in [system::INPUT_NAME, system::ENQUEUED_TIME] {
+            sys.remove(hub_only);
+        }
+    }
+
+    /// Route and queue the messages of `commit`, all or nothing, then apply its ack.
+    ///
+    /// Waits while a destination queue is full. Dropping the future before it completes
+    /// queues nothing and acks nothing.
+    pub async fn commit(&self, commit: Commit) -> CommitReport {
+        let now = Instant::now();
+        let enqueued = SystemTime::now();
+        let table = self.table.load();
+        let mut report = CommitReport::default();
+        let mut destinations = Vec::new();
+        let mut batches: Vec<(Arc<Queue>, Vec<Entry>)> = Vec::new();
+        let tapping = self.taps.receiver_count() > 0;
+        let mut taps = Vec::new();
+        for message in &commit.messages {
+            destinations.clear();
+            table.destinations(message, now, &mut destinations);
+            if destinations.is_empty() {
+                report.dropped_no_route += 1;
+                continue;
+            }
+            for Destination {
+                queue,
+                input,
+                lane,
+                expires,
+            } in destinations.drain(..)
+            {
+                if tapping && *queue.target() == Target::Upstream {
+                    taps.push(Tapped {
+                        message: Arc::clone(message),
+                        enqueued,
+                        lane,
+                    });
+                }
+                let entry = Entry {
+                    seq: 0,
+                    message: Arc::clone(message),
+                    input,
+                    lane,
+                    enqueued,
+                    expires,
+                    attempts: 0,
+                };
+                match batches.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
+                    Some((_, entries)) => entries.push(entry),
+                    None => batches.push((queue, vec![entry])),
+                }
+                report.routed += 1;
+            }
+        }
+        drop(table);
+        queue::admit(batches).await;
+        if let Some(ack) = commit.ack {
+            ack.apply();
+        }
+        let counters = &self.counters;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        counters.received.fetch_add(commit.messages.len() as u64, relaxed);
+        counters.routed.fetch_add(report.routed as u64, relaxed);
+        counters.no_route.fetch_add(report.dropped_no_route as u64, relaxed);
+        for tap in taps {
+            // A monitor that went away is not an error.
+            let _ = self.taps.send(tap);
+        }
+        report
+    }
+
+    /// Follow messages as they enter the upstream queue.
+    pub fn monitor(&self) -> broadcast::Receiver<Tapped> {
+        self.taps.subscribe()
+    }
+
+    /// Messages waiting in the upstream queue, oldest first within each priority.
+    pub fn queued_upstream(&self) -> Vec<Tapped> {
+        self.queue(&Target::Upstream)
+            .snapshot()
+            .into_iter()
+            .map(|e| Tapped {
+                message: e.message,
+                enqueued: e.enqueued,
+                lane: e.lane,
+            })
+            .collect()
+    }
+
+    /// Hub-wide counters.
+    pub fn stats(&self) -> HubStats {
+        self.counters.snapshot()
+    }
+
+    /// Every queue's counters and per-lane lengths.
+    pub fn queue_stats(&self) -> Vec<(Target, QueueStats, [usize; LANES])> {
+        let queues: Vec<Arc<Queue>> = self.queues().values().cloned().collect();
+        queues
+            .iter()
+            .map(|q| (q.target().clone(), q.stats(), q.lengths()))
+            .collect()
+    }
+
+    /// Drop expired messages from every queue; returns how many.
+    pub fn expire(&self) -> usize {
+        let queues: Vec<Arc<Queue>> = self.queues().values().cloned().collect();
+        let now = Instant::now();
+        queues.iter().map(|q| q.expire(now)).sum()
+    }
+
+    /// Direct methods.
+    pub fn methods(&self) -> &Methods {
+        &self.methods
+    }
+}

@@ -1,0 +1,203 @@
+//! Runs Verge modules that are WebAssembly components, in-process, with wasmtime.
+//!
+//! One [`WasmRuntime`] per process holds the engine (pooling allocator, epoch interruption), the
+//! linker with the `verge:module` world and WASI p2, and the compiled-component cache. Each
+//! module is one long-lived instance with its own `Store`: its memory cap, its call deadlines,
+//! its outbox, its log (see [`instance`]).
+//!
+//! Nothing is granted by default: WASI p2 is linked (every guest toolchain imports parts of it),
+//! but a module gets no preopened directories, no sockets (wasmtime 48 denies them), and only the
+//! environment the manifest gives it. Its stdout and stderr are its log.
+//!
+//! `define_unknown_imports_as_traps` is deliberately not used: with WASI linked it replaces
+//! semver-matched WASI imports by traps (see the reference notes). A component whose imports the
+//! linker cannot satisfy is refused at `prepare`, with wasmtime's message naming the import.
+
+mod bindings;
+mod cache;
+mod engine;
+mod host;
+pub mod instance;
+mod message;
+mod options;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use verge_runtime::{BoxFuture, ModuleContext, ModuleHandle, ModuleRuntime, ModuleSpec, RuntimeError};
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime_wasi_config::WasiConfig;
+
+pub use instance::{EXIT_DEADLINE, EXIT_INIT_ERROR, EXIT_MEMORY, EXIT_TRAP, POISON_ATTEMPTS};
+pub use options::ModuleOptions;
+
+use cache::ComponentCache;
+use host::{CallLimits, Host};
+
+/// How the wasm runtime is set up.
+#[derive(Clone, Debug)]
+pub struct WasmOptions {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Modules that can run at once (sizes the pooling allocator).
+    pub max_modules: u32,
+    /// The largest memory cap any module may ask for, in bytes.
+    pub max_memory_bytes: u64,
+    /// Per-module settings when `createOptions` does not say.
+    pub defaults: ModuleOptions,
+    /// Largest message body a module may send.
+    pub max_message_bytes: u64,
+    /// Most messages one call may send.
+    pub max_messages_per_call: usize,
+}
+
+impl WasmOptions {
+    /// Defaults, with the cache in `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Self {
+            cache_dir,
+            max_modules: 64,
+            max_memory_bytes: 4 << 30,
+            defaults: ModuleOptions {
+                memory_limit: 128 << 20,
+                call_timeout: Duration::from_secs(1),
+                init_timeout: Duration::from_secs(10),
+                env: Vec::new(),
+            },
+            max_message_bytes: 256 * 1024,
+            max_messages_per_call: 10_000,
+        }
+    }
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<Host>,
+    cache: Arc<ComponentCache>,
+    options: WasmOptions,
+    pooling: bool,
+    _ticker: engine::EpochTicker,
+}
+
+/// The wasm module runtime.
+#[derive(Clone)]
+pub struct WasmRuntime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("pooling", &self.shared.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(what: &str) -> impl FnOnce(wasmtime::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Failed(format!("{what}: {e:#}"))
+}
+
+impl WasmRuntime {
+    /// Build the engine, linker and cache.
+    pub fn new(options: WasmOptions) -> Result<Self, RuntimeError> {
+        let (engine, pooling) =
+            engine::build(options.max_modules, options.max_memory_bytes).map_err(failed("wasm engine"))?;
+        let mut linker = Linker::<Host>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed("linking WASI"))?;
+        message::add_to_linker(&mut linker).map_err(failed("linking verge:module/types"))?;
+        use bindings::verge::module::{outputs, timer, twin};
+        outputs::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(failed("linking verge:module/outputs"))?;
+        twin::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(failed("linking verge:module/twin"))?;
+        timer::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(failed("linking verge:module/timer"))?;
+        bindings::wasi::logging::logging::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(failed("linking wasi:logging"))?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |h| WasiConfig::from(&h.config))
+            .map_err(failed("linking wasi:config"))?;
+        let cache = ComponentCache::new(options.cache_dir.clone(), &engine).map_err(|e| {
+            RuntimeError::Failed(format!("component cache {}: {e}", options.cache_dir.display()))
+        })?;
+        let ticker = engine::EpochTicker::start(engine.clone())
+            .map_err(|e| RuntimeError::Failed(format!("epoch ticker: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                cache: Arc::new(cache),
+                options,
+                pooling,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Whether the pooling allocator is in use (else on-demand allocation).
+    pub fn pooling(&self) -> bool {
+        self.shared.pooling
+    }
+
+    fn module_options(&self, spec: &ModuleSpec) -> Result<ModuleOptions, RuntimeError> {
+        let options = ModuleOptions::parse(spec.create_options.as_ref(), &self.shared.options.defaults)
+            .map_err(RuntimeError::Invalid)?;
+        let ceiling = self.shared.options.max_memory_bytes;
+        if options.memory_limit > ceiling {
+            return Err(RuntimeError::Invalid(format!(
+                "createOptions.HostConfig.Memory {} exceeds the runtime's ceiling of {ceiling} bytes",
+                options.memory_limit
+            )));
+        }
+        Ok(options)
+    }
+
+    async fn instance_pre(&self, spec: &ModuleSpec) -> Result<InstancePre<Host>, RuntimeError> {
+        let loaded = self
+            .shared
+            .cache
+            .load(&self.shared.engine, std::path::Path::new(&spec.image))
+            .await?;
+        tracing::debug!(module = %spec.name, digest = %loaded.digest, "component loaded");
+        self.shared
+            .linker
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| RuntimeError::Invalid(format!("the component cannot run here: {e:#}")))
+    }
+}
+
+impl ModuleRuntime for WasmRuntime {
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            self.module_options(spec)?;
+            self.instance_pre(spec).await.map(drop)
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a ModuleSpec,
+        context: ModuleContext,
+    ) -> BoxFuture<'a, Result<ModuleHandle, RuntimeError>> {
+        Box::pin(async move {
+            let options = self.module_options(spec)?;
+            let pre = self.instance_pre(spec).await?;
+            let limits = CallLimits {
+                max_message_bytes: self.shared.options.max_message_bytes,
+                max_outbox: self.shared.options.max_messages_per_call,
+            };
+            let setup = instance::Setup {
+                pre,
+                options,
+                limits,
+            };
+            Ok(instance::start(&self.shared.engine, spec, context, setup).await)
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! Twins: the desired and reported properties of every identity (the edge device's modules,
+//! `$edgeAgent`, `$edgeHub`, and later leaf devices), as IoT Hub keeps them.
+//!
+//! Desired properties are written by whoever plays the cloud's part (a local `verge deploy`
+//! today, the upstream connection later) and read by the identity; reported properties go the
+//! other way. Each side carries a `$version` that grows by one with every change.
+//!
+//! A change to the desired properties is sent to subscribers as a patch (the JSON merge patch
+//! from the old document to the new one, plus `$version`), which is what IoT Hub sends to a
+//! device. A subscriber that falls behind gets the whole document instead, which is a valid patch
+//! for every key still present.
+//!
+//! [`patch`] holds the JSON merge-patch and diff functions; [`validate`] holds IoT Hub's rules
+//! for property documents.
+
+pub mod patch;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+pub use validate::TwinError;
+
+/// The key of the version in a property document.
+pub const VERSION_KEY: &str = "$version";
+
+/// How many unread patches a subscriber may have before it is sent the whole document.
+const PATCH_BACKLOG: usize = 32;
+
+#[derive(Debug)]
+struct Twin {
+    desired: Map<String, Value>,
+    desired_version: u64,
+    reported: Map<String, Value>,
+    reported_version: u64,
+    desired_changes: broadcast::Sender<Arc<Value>>,
+}
+
+impl Twin {
+    fn new() -> Self {
+        Self {
+            desired: Map::new(),
+            desired_version: 0,
+            reported: Map::new(),
+            reported_version: 0,
+            desired_changes: broadcast::channel(PATCH_BACKLOG).0,
+        }
+    }
+
+    fn desired_doc(&self) -> Value {
+        with_version(&self.desired, self.desired_version)
+    }
+
+    fn apply_desired(&mut self, new: Map<String, Value>) -> u64 {
+        let mut diff = patch::diff(&self.desired, &new);
+        self.desired = new;
+        self.desired_version += 1;
+        diff.insert(VERSION_KEY.into(), self.desired_version.into());
+        // No receivers is fine: nobody is listening yet.
+        let _ = self.desired_changes.send(Arc::new(Value::Object(diff)));
+        self.desired_version
+    }
+}
+
+fn with_version(props: &Map<String, Value>, version: u64) -> Value {
+    let mut doc = props.clone();
+    doc.insert(VERSION_KEY.into(), version.into());
+    Value::Object(doc)
+}
+
+/// Strip `$version` and `$metadata`, which twins carry but are not properties.
+fn without_meta(mut props: Map<String, Value>) -> Map<String, Value> {
+    props.remove(VERSION_KEY);
+    props.remove("$metadata");
+    props
+}
+
+/// Every twin this device knows, by identity (`moduleId`, `$edgeAgent`, `deviceId`, ...).
+#[derive(Debug, Default)]
+pub struct TwinStore {
+    twins: Mutex<HashMap<String, Twin>>,
+}
+
+/// The desired and reported documents of one twin, each with its `$version`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TwinDocs {
+    /// Desired properties.
+    pub desired: Value,
+    /// Reported properties.
+    pub reported: Value,
+}
+
+impl TwinStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Twin>> {
+        // A panic while holding the lock leaves consistent JSON maps: keep going.
+        self.twins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with_twin<R>(&self, id: &str, f: impl FnOnce(&mut Twin) -> R) -> R {
+        let mut twins = self.lock();
+        let twin = twins.entry(id.to_owned()).or_insert_with(Twin::new);
+        f(twin)
+    }
+
+    /// The desired properties of `id`, with `$version` (`{"$version":0}` for an unknown twin).
+    pub fn desired(&self, id: &str) -> Value {
+        self.with_twin(id, |t| t.desired_doc())
+    }
+
+    /// The reported properties of `id`, with `$version`.
+    pub fn reported(&self, id: &str) -> Value {
+        self.with_twin(id, |t| with_version(&t.reported, t.reported_version))
+    }
+
+    /// Both documents of `id`.
+    pub fn docs(&self, id: &str) -> TwinDocs {
+        self.with_twin(id, |t| TwinDocs {
+            desired: t.desired_doc(),
+            reported: with_version(&t.reported, t.reported_version),
+        })
+    }
+
+    /// The desired version of `id`.
+    pub fn desired_version(&self, id: &str) -> u64 {
+        self.with_twin(id, |t| t.desired_version)
+    }
+
+    /// Identities with a twin.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Check a desired document as [`set_desired`](Self::set_desired) would, without storing it.
+    pub fn check_desired(desired: &Map<String, Value>) -> Result<(), TwinError> {
+        validate::document(&without_meta(desired.clone()))
+    }
+
+    /// Replace the desired properties of `id` (`$version`/`$metadata` in `desired` are
+    /// ignored). Returns the new version; an identical document changes nothing and returns the
+    /// current version.
+    pub fn set_desired(&self, id: &str, desired: Map<String, Value>) -> Result<u64, TwinError> {
+        let desired = without_meta(desired);
+        validate::document(&desired)?;
+        Ok(self.with_twin(id, |t| {
+            if t.desired == desired && t.desired_version > 0 {
+                t.desired_version
+            } else {
+                t.apply_desired(desired)
+            }
+        }))
+    }
+
+    /// Merge `patch` into the desired properties of `id`; returns the new version.
+    pub fn patch_desired(&self, id: &str, patch: &Map<String, Value>) -> Result<u64, TwinError> {
+        let patch = without_meta(patch.clone());
+        self.with_twin(id, |t| {
+            let mut merged = t.desired.clone();
+            patch::merge(&mut merged, &patch);
+            validate::document(&merged)?;
+            Ok(t.apply_desired(merged))
+        })
+    }
+
+    /// Merge `patch` into the reported properties of `id` (`null` deletes a key); returns the
+    /// new reported version. The patch is checked against IoT Hub's rules first, and nothing
+    /// changes if it is refused.
+    pub fn patch_reported(&self, id: &str, patch: &Map<String, Value>) -> Result<u64, TwinError> {
+        let patch = without_meta(patch.clone());
+        validate::keys(&patch)?;
+        self.with_twin(id, |t| {
+            let mut merged = t.reported.clone();
+            patch::merge(&mut merged, &patch);
+            validate::document(&merged)?;
+            t.reported = merged;
+            t.reported_version += 1;
+            Ok(t.reported_version)
+        })
+    }
+
+    /// Replace the reported properties of `id` wholesale (used by the agent and hub for their
+    /// own twins, which they rebuild on every report).
+    pub fn set_reported(&self, id: &str, reported: Map<String, Value>) -> u64 {
+        self.with_twin(id, |t| {
+            if t.reported != reported {
+                t.reported = reported;
+                t.reported_version += 1;
+            }
+            t.reported_version
+        })
+    }
+
+    /// Subscribe to changes of the desired properties of `id`.
+    pub fn watch_desired(&self, id: &str) -> DesiredWatch {
+        let (rx, version) =
+            self.with_twin(id, |t| (t.desired_changes.subscribe(), t.desired_version));
+        DesiredWatch {
+            rx,
+            id: id.to_owned(),
+            seen: version,
+        }
+    }
+}
+
+/// Changes to one twin's desired properties, as patches.
+#[derive(Debug)]
+pub struct DesiredWatch {
+    rx: broadcast::Receiver<Arc<Value>>,
+    id: String,
+    seen: u64,
+}
+
+impl DesiredWatch {
+    /// The next patch. After falling behind, the whole desired document (with `$version`).
+    /// `None` when the store is gone.
+    pub async fn changed(&mut self, store: &TwinStore) -> Option<Arc<Value>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(patch) => {
+                    let version = patch.get(VERSION_KEY).and_then(Value::as_u64).unwrap_or(0);
+                    if version > self.seen {
+                        self.seen = version;
+                        return Some(patch);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let doc = store.desired(&self.id);
+                    self.seen = doc.get(VERSION_KEY).and_then(Value::as_u64).unwrap_or(0);
+                    // Drain what is queued: the full document covers it.
+                    while self.rx.try_recv().is_ok() {}
+                    return Some(Arc::new(doc));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn desired_versions_grow_only_on_change() {
+        let store = TwinStore::new();
+        assert_eq!(store.desired("m"), json!({"$version": 0}));
+        assert_eq!(store.set_desired("m", obj(json!({"a": 1}))).unwrap(), 1);
+        assert_eq!(store.set_desired("m", obj(json!({"a": 1, "$version": 9}))).unwrap(), 1);
+        assert_eq!(store.set_desired("m", obj(json!({"a": 2}))).unwrap(), 2);
+        assert_eq!(store.desired("m"), json!({"a": 2, "$version": 2}));
+    }
+
+    #[tokio::test]
+    async fn watchers_get_the_diff_as_a_patch() {
+        let store = TwinStore::new();
+        store.set_desired("m", obj(json!({"a": 1, "b": {"c": 1, "d": 2}}))).unwrap();
+        let mut watch = store.watch_desired("m");
+        store.set_desired("m", obj(json!({"b": {"c": 1, "d": 3}, "e": true}))).unwrap();
+        let patch = watch.changed(&store).await.unwrap();
+        assert_eq!(*patch, json!({"a": null, "b": {"d": 3}, "e": true, "$version": 2}));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_gets_the_whole_document() {
+        let store = TwinStore::new();
+        let mut watch = store.watch_desired("m");
+        for i in 0..(PATCH_BACKLOG as i64 + 5) {
+            store.set_desired("m", obj(json!({"n": i}))).unwrap();
+        }
+        let doc = watch.changed(&store).await.unwrap();
+        assert_eq!(doc["n"], json!(PATCH_BACKLOG as i64 + 4));
+        assert_eq!(doc[VERSION_KEY], json!(PATCH_BACKLOG as i64 + 5));
+    }
+
+    #[test]
+    fn reported_patches_merge_and_bad_ones_change_nothing() {
+        let store = TwinStore::new();
+        store.patch_reported("m", &obj(json!({"a": 1, "b": {"c": 2}}))).unwrap();
+        let v = store.patch_reported("m", &obj(json!({"a": null, "b": {"d": 3}}))).unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(store.reported("m"), json!({"b": {"c": 2, "d": 3}, "$version": 2}));
+        let err = store.patch_reported("m", &obj(json!({"bad key": 1}))).unwrap_err();
+        assert!(err.to_string().contains("bad key"), "{err}");
+        assert_eq!(store.reported("m")[VERSION_KEY], json!(2));
+    }
+}

@@ -1,0 +1,157 @@
+//! A test guest. Its `Mode` setting (manifest `env`) chooses what it does:
+//!
+//! | Mode | behaviour |
+//! |---|---|
+//! | `relay` (default) | forwards every input unchanged on `output` |
+//! | `props` | forwards every input on `output` after reading only its properties, tagging `seen=1` |
+//! | `count` | consumes inputs, reports `{"received": n, "bodyBytes": m}` in its twin every `ReportEvery` inputs |
+//! | `source` | sends `Burst` messages of `Size` bytes per tick on `output`, ticking every `TickMs` ms, up to `Total` |
+//! | `trap` | panics (a trap) on every input |
+//! | `trap-after` | relays, but panics on the input whose body is `boom` |
+//! | `loop` | loops forever on every input |
+//! | `sleep` | sleeps (blocked in WASI) for 10 s on every input |
+//! | `oom` | allocates until the memory cap stops it, on every input |
+//! | `init-fail` | `init` returns an error |
+//! | `exit` | calls `exit(3)` on every input |
+//! | `reject` | rejects every input |
+//! | `retry` | asks for a retry of every input until it has seen it `RetryTimes` times, then relays it |
+//!
+//! It answers the direct method `echo` with its payload and `crash` by panicking, and reports
+//! its desired properties' `$version` when they change.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use verge_sdk::{Error, InputError, Message, MethodResponse, Module, log, timer, twin};
+
+struct Misbehave {
+    mode: String,
+    received: u64,
+    body_bytes: u64,
+    report_every: u64,
+    burst: u64,
+    size: usize,
+    tick: Duration,
+    total: Option<u64>,
+    sent: u64,
+    retries: HashMap<String, u32>,
+    retry_times: u32,
+    hoard: Vec<Vec<u8>>,
+}
+
+fn setting<T: std::str::FromStr>(key: &str, default: T) -> T {
+    verge_sdk::config(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl Module for Misbehave {
+    fn init() -> Result<Self, Error> {
+        let mode = verge_sdk::config("Mode").unwrap_or_else(|| "relay".into());
+        if mode == "init-fail" {
+            return Err(Error::Other("told to fail".into()));
+        }
+        let module = Misbehave {
+            received: 0,
+            body_bytes: 0,
+            report_every: setting("ReportEvery", 1),
+            burst: setting("Burst", 1),
+            size: setting("Size", 256),
+            tick: Duration::from_millis(setting("TickMs", 10)),
+            total: verge_sdk::config("Total").and_then(|v| v.parse().ok()),
+            sent: 0,
+            retries: HashMap::new(),
+            retry_times: setting("RetryTimes", 2),
+            hoard: Vec::new(),
+            mode,
+        };
+        log::info(&format!("mode {}", module.mode));
+        if module.mode == "source" {
+            timer::schedule(module.tick);
+        }
+        Ok(module)
+    }
+
+    fn on_input(&mut self, _input: &str, message: Message) -> Result<(), InputError> {
+        self.received += 1;
+        match self.mode.as_str() {
+            "relay" => verge_sdk::send("output", &message).map_err(InputError::retry),
+            "props" => {
+                let _ = message.properties();
+                message.set_property("seen", "1");
+                verge_sdk::send("output", &message).map_err(InputError::retry)
+            }
+            "count" => {
+                self.body_bytes += message.body().len() as u64;
+                if self.received % self.report_every == 0 {
+                    twin::report(&json!({"received": self.received, "bodyBytes": self.body_bytes}))
+                        .map_err(InputError::retry)?;
+                }
+                Ok(())
+            }
+            "trap" => panic!("told to trap"),
+            "trap-after" => {
+                if message.body() == b"boom" {
+                    panic!("boom");
+                }
+                verge_sdk::send("output", &message).map_err(InputError::retry)
+            }
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "sleep" => {
+                std::thread::sleep(Duration::from_secs(10));
+                Ok(())
+            }
+            "oom" => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
+            },
+            "exit" => std::process::exit(3),
+            "reject" => Err(InputError::reject("told to reject")),
+            "retry" => {
+                let key = String::from_utf8_lossy(&message.body()).into_owned();
+                let seen = self.retries.entry(key).or_insert(0);
+                *seen += 1;
+                if *seen <= self.retry_times {
+                    Err(InputError::retry(format!("attempt {seen}")))
+                } else {
+                    verge_sdk::send("output", &message).map_err(InputError::retry)
+                }
+            }
+            other => Err(InputError::reject(format!("unknown mode {other}"))),
+        }
+    }
+
+    fn on_timer(&mut self) -> Result<(), Error> {
+        let body = vec![b'x'; self.size];
+        for _ in 0..self.burst {
+            if self.total.is_some_and(|t| self.sent >= t) {
+                return Ok(());
+            }
+            self.sent += 1;
+            let message = Message::new(&body).with_property("n", &self.sent.to_string());
+            verge_sdk::send("output", &message)?;
+        }
+        timer::schedule(self.tick);
+        Ok(())
+    }
+
+    fn on_desired_changed(&mut self, patch: &str) -> Result<(), Error> {
+        let patch: Value = serde_json::from_str(patch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        twin::report(&json!({"seenDesiredVersion": patch["$version"]}))
+    }
+
+    fn on_method(&mut self, name: &str, payload: &str) -> Result<MethodResponse, Error> {
+        match name {
+            "echo" => Ok(MethodResponse { status: 200, payload: payload.to_owned() }),
+            "crash" => panic!("told to crash"),
+            _ => Ok(MethodResponse { status: 404, payload: json!({"message": "no such method"}).to_string() }),
+        }
+    }
+}
+
+verge_sdk::export_module!(Misbehave);
