@@ -16,6 +16,7 @@
 //! The hub knows nothing of the agent or of how modules run. The durable store comes in behind
 //! [`Hub::commit`] and the queues without changing this surface.
 
+pub mod config;
 pub mod methods;
 mod queue;
 mod routing;

@@ -15,13 +15,14 @@ pub struct PropertyMap {
 /// Whether two property names are the same name: ordinal and case-insensitive, like .NET's
 /// `StringComparer.OrdinalIgnoreCase` that IoT Edge uses.
 pub fn names_equal(a: &str, b: &str) -> bool {
-    if a.is_ascii() && b.is_ascii() {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        a.chars()
+    if a.len() == b.len() && a.as_bytes().eq_ignore_ascii_case(b.as_bytes()) {
+        return true;
+    }
+    // Only names with non-ASCII characters can still be equal: case folding may change lengths.
+    !(a.is_ascii() && b.is_ascii())
+        && a.chars()
             .flat_map(char::to_uppercase)
             .eq(b.chars().flat_map(char::to_uppercase))
-    }
 }
 
 impl PropertyMap {

@@ -27,7 +27,10 @@
 //! Decisions: upstream refuses a few combinations only by accident (its expression builder
 //! throws): `%` and unary `-` on body values, and `AND`/`OR` mixing a body value with `null`.
 //! Verge accepts them with the obvious meaning. It refuses `AND`/`OR` with a string or number
-//! operand on either side (upstream checks only the left side when it is a body value).
+//! operand on either side (upstream checks only the left side when it is a body value). `AND`/`OR`
+//! on body values use the same three-valued logic as on bools, a body value that is not a bool
+//! counting as undefined (upstream answers undefined as soon as either body value is not a bool,
+//! even for `false AND x`).
 //!
 //! Folding: any operator or function whose operands are all constants is evaluated at compile
 //! time, so `true`, `1 = 1` or `is_defined(null)` compile to a constant and
@@ -41,7 +44,7 @@ use verge_message::Message;
 use crate::ast::{Ast, AstKind, BinaryOp, UnaryOp};
 use crate::builtins::{Builtin, Fn1, Fn2};
 use crate::error::{Position, RouteError};
-use crate::eval::Evaluation;
+use crate::eval::{Evaluation, Name};
 use crate::jsonpath::BodyPath;
 use crate::parser;
 use crate::source::SourcePattern;
@@ -139,19 +142,19 @@ impl ArithOp {
 pub(crate) enum Node {
     Const(Value<'static>),
     /// Application property.
-    AppProp(Box<str>),
+    AppProp(Name),
     /// System property.
-    SysProp(Box<str>),
+    SysProp(Name),
     /// `$name`: application property `app` (with the `$`), else system property `sys`.
     AppOrSys {
-        app: Box<str>,
-        sys: Box<str>,
+        app: Name,
+        sys: Name,
     },
     /// `{$body.path}` or `$body.path[…]`.
     Body(BodyPath),
     /// `$body.path`: application property `app`, else the body value.
     AppOrBody {
-        app: Box<str>,
+        app: Name,
         path: BodyPath,
     },
     TwinChangeIncludes(BodyPath),
@@ -407,7 +410,7 @@ impl Compiler<'_> {
                 Typed::constant(Value::Undefined, Ty::Undefined)
             }
             AstKind::Null => Typed::constant(Value::Null, Ty::Null),
-            AstKind::Property(name) => Typed::new(Node::AppProp(name.as_str().into()), Ty::String),
+            AstKind::Property(name) => Typed::new(Node::AppProp(Name::new(name)), Ty::String),
             AstKind::SysProperty(name) => {
                 let body = self.body_path(name, ast.at)?;
                 let bracketed = name.contains(['[', ']']);
@@ -416,15 +419,15 @@ impl Compiler<'_> {
                     (None, true) => Typed::constant(Value::Undefined, Ty::Undefined),
                     (Some(path), false) => Typed::new(
                         Node::AppOrBody {
-                            app: name.as_str().into(),
+                            app: Name::new(name),
                             path,
                         },
                         Ty::Query,
                     ),
                     (None, false) => Typed::new(
                         Node::AppOrSys {
-                            app: name.as_str().into(),
-                            sys: name.get(1..).unwrap_or("").into(),
+                            app: Name::new(name),
+                            sys: Name::new(name.get(1..).unwrap_or("")),
                         },
                         Ty::String,
                     ),
@@ -443,7 +446,7 @@ impl Compiler<'_> {
                         Typed::constant(Value::Undefined, Ty::Undefined)
                     }
                     None => Typed::new(
-                        Node::SysProp(name.get(1..).unwrap_or("").into()),
+                        Node::SysProp(Name::new(name.get(1..).unwrap_or(""))),
                         Ty::String,
                     ),
                 }
@@ -647,5 +650,81 @@ impl Compiler<'_> {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> Result<Condition, RouteError> {
+        Condition::compile(text, CompilerFlags::ALL, &SourcePattern::new("/messages"))
+    }
+
+    #[test]
+    fn constants_fold() {
+        for (text, value) in [
+            ("true", Bool3::True),
+            ("1 = 1 AND is_defined(null)", Bool3::True),
+            ("'a' || 'b' = 'ab'", Bool3::True),
+            ("3 % 0 = 3 % 0", Bool3::Undefined),
+            ("null", Bool3::False),
+        ] {
+            assert_eq!(compile(text).unwrap().constant(), Some(value), "{text}");
+        }
+        assert!(compile("true").unwrap().is_always_true());
+        assert!(!compile("key = 'a' OR true").unwrap().is_always_true());
+        assert_eq!(compile("").unwrap().constant(), Some(Bool3::Undefined));
+    }
+
+    #[test]
+    fn null_logic_and_types() {
+        assert_eq!(
+            compile("key = 'a' AND null").unwrap().constant(),
+            Some(Bool3::False)
+        );
+        assert_eq!(
+            compile("(null OR null) = null").unwrap().constant(),
+            Some(Bool3::True)
+        );
+        assert!(compile("NOT undefined").is_err());
+        assert!(compile("$body.a AND 'x'").is_err());
+        assert!(compile("'x' AND $body.a").is_err());
+        assert!(compile("$body.a % 2 = 1 AND - $body.a < 0").is_ok());
+        // `-$body.a` is one identifier token (a string property), not a negation.
+        assert!(compile("-$body.a < 0").is_err());
+        assert!(compile("$body.a = undefined").is_err());
+    }
+
+    #[test]
+    fn brackets_make_undefined_unless_body() {
+        // `$x[0]` is not a property name: the literal undefined, so comparing it is a type error.
+        assert!(compile("$x[0] = 'a'").is_err());
+        assert_eq!(
+            compile("is_defined($x[0])").unwrap().constant(),
+            Some(Bool3::False)
+        );
+        let flags_off = Condition::compile(
+            "is_defined($body.a[0])",
+            CompilerFlags::NONE,
+            &SourcePattern::new("/messages"),
+        );
+        assert_eq!(flags_off.unwrap().constant(), Some(Bool3::False));
+        assert!(compile("is_defined($body.a[0])").unwrap().reads_body());
+        assert!(!compile("is_defined($a)").unwrap().reads_body());
+    }
+
+    #[test]
+    fn errors_name_position_found_and_expected() {
+        let err = compile("key1 = 'a' AND\n length(3) = 1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "type error at line 2, column 2: invalid arguments to built-in function 'length': \
+             have length(number), expected length(string)"
+        );
+        assert!(matches!(
+            compile("nope(1)"),
+            Err(RouteError::UnknownFunction { .. })
+        ));
     }
 }

@@ -9,7 +9,7 @@
 use std::cell::OnceCell;
 
 use serde_json::Value as Json;
-use verge_message::Message;
+use verge_message::{Message, PropertyMap, names_equal};
 
 use crate::body::{self, BodyError, BodyValue};
 use crate::builtins;
@@ -23,6 +23,7 @@ use crate::value::{Bool3, Value, compare};
 #[derive(Debug)]
 pub struct Evaluation<'m> {
     message: &'m Message,
+    source_ref: OnceCell<SourceRef<'m>>,
     source: OnceCell<MessageSource>,
     body: OnceCell<Result<Json, BodyError>>,
 }
@@ -32,6 +33,7 @@ impl<'m> Evaluation<'m> {
     pub fn new(message: &'m Message) -> Self {
         Self {
             message,
+            source_ref: OnceCell::new(),
             source: OnceCell::new(),
             body: OnceCell::new(),
         }
@@ -44,12 +46,12 @@ impl<'m> Evaluation<'m> {
 
     /// The message's source (computed once).
     pub fn source(&self) -> &MessageSource {
-        self.source.get_or_init(|| self.source_ref().to_owned())
+        self.source.get_or_init(|| self.source_ref().into_owned())
     }
 
     /// The message's source, borrowed from the message (no allocation).
     pub(crate) fn source_ref(&self) -> SourceRef<'m> {
-        SourceRef::of(self.message)
+        *self.source_ref.get_or_init(|| SourceRef::of(self.message))
     }
 
     /// The body as a JSON object, parsed on first use, or why it cannot be queried.
@@ -63,6 +65,38 @@ impl<'m> Evaluation<'m> {
     /// the same name is considered).
     pub fn query_body(&self, path: &BodyPath) -> Result<BodyValue<'_>, &BodyError> {
         self.body().map(|json| body::query(json, path))
+    }
+}
+
+/// A property name in a compiled condition, ready for fast case-insensitive lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Name {
+    text: Box<str>,
+    ascii: bool,
+}
+
+impl Name {
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.into(),
+            ascii: text.is_ascii(),
+        }
+    }
+
+    /// Whether `key` is this name, as [`names_equal`] (IoT Hub's case-insensitive names) decides.
+    fn is(&self, key: &str) -> bool {
+        if key.len() == self.text.len() && key.as_bytes().eq_ignore_ascii_case(self.text.as_bytes())
+        {
+            return true;
+        }
+        // Only a name with non-ASCII characters can still be equal (case folding can change its
+        // length).
+        !(self.ascii && key.is_ascii()) && names_equal(key, &self.text)
+    }
+
+    /// `map.lookup(name)`: `None` if absent, `Some(None)` if present without a value.
+    pub fn lookup<'m>(&self, map: &'m PropertyMap) -> Option<Option<&'m str>> {
+        map.iter().find(|(k, _)| self.is(k)).map(|(_, v)| v)
     }
 }
 
@@ -82,14 +116,14 @@ impl Node {
         let message = evaluation.message();
         match self {
             Self::Const(value) => value.borrowed(),
-            Self::AppProp(name) => Value::property(message.properties().lookup(name)),
-            Self::SysProp(name) => Value::property(message.system().lookup(name)),
-            Self::AppOrSys { app, sys } => match message.properties().lookup(app) {
+            Self::AppProp(name) => Value::property(name.lookup(message.properties())),
+            Self::SysProp(name) => Value::property(name.lookup(message.system())),
+            Self::AppOrSys { app, sys } => match app.lookup(message.properties()) {
                 Some(value) => Value::property(Some(value)),
-                None => Value::property(message.system().lookup(sys)),
+                None => Value::property(sys.lookup(message.system())),
             },
             Self::Body(path) => body_value(evaluation, path),
-            Self::AppOrBody { app, path } => match message.properties().lookup(app) {
+            Self::AppOrBody { app, path } => match app.lookup(message.properties()) {
                 Some(value) => Value::property(Some(value)),
                 None => body_value(evaluation, path),
             },
@@ -160,6 +194,64 @@ impl Node {
                     _ => Value::Undefined,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use verge_message::system;
+
+    use super::*;
+    use crate::compile::{CompilerFlags, Condition};
+    use crate::source::SourcePattern;
+
+    fn message() -> Message {
+        Message::new(r#"{"a": {"n": 5, "s": "x", "z": null}}"#)
+            .with_property("p", "1")
+            .with_system(system::CONTENT_TYPE, "application/json")
+            .with_system(system::CONTENT_ENCODING, "utf-8")
+    }
+
+    fn eval(text: &str, evaluation: &mut Evaluation<'_>) -> Bool3 {
+        Condition::compile(text, CompilerFlags::ALL, &SourcePattern::new("/"))
+            .unwrap()
+            .evaluate(evaluation)
+    }
+
+    #[test]
+    fn the_body_is_parsed_only_when_reached() {
+        let message = message();
+        let mut evaluation = Evaluation::new(&message);
+        assert_eq!(
+            eval("p = '2' AND $body.a.n = 5", &mut evaluation),
+            Bool3::False
+        );
+        assert!(evaluation.body.get().is_none());
+        assert_eq!(
+            eval("p = '1' AND $body.a.n = 5", &mut evaluation),
+            Bool3::True
+        );
+        assert!(evaluation.body.get().is_some());
+    }
+
+    #[test]
+    fn body_values() {
+        let message = message();
+        let mut evaluation = Evaluation::new(&message);
+        for (text, expected) in [
+            ("$body.a.n % 2 = 1", Bool3::True),
+            ("- $body.a.n = -5", Bool3::True),
+            (
+                "is_null($body.a.z) AND is_null($body.a.missing)",
+                Bool3::True,
+            ),
+            ("is_null($body.a.s)", Bool3::False),
+            ("$body.a.s || 'y' = 'xy'", Bool3::True),
+            ("$body.a AND true", Bool3::Undefined),
+            ("$body.a.s = 'x' AND false", Bool3::False),
+        ] {
+            assert_eq!(eval(text, &mut evaluation), expected, "{text}");
         }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use verge_message::{Message, system};
+use verge_message::{Message, names_equal, system};
 
 use crate::dotnet::chars_eq_ignore_case;
 
@@ -47,7 +47,7 @@ const TWIN_CHANGE: &str = "/twinChangeNotifications";
 impl MessageSource {
     /// The source of `message`, from its system properties.
     pub fn of(message: &Message) -> Self {
-        SourceRef::of(message).to_owned()
+        SourceRef::of(message).into_owned()
     }
 
     /// The source a path names (`/messages`, `/messages/modules/M[/outputs/O]`,
@@ -108,25 +108,50 @@ pub(crate) enum SourceRef<'m> {
 }
 
 impl<'m> SourceRef<'m> {
-    /// The source of `message` (the rule of [`MessageSource::of`]).
+    /// The source of `message` (the rule of [`MessageSource::of`]), in one pass over the
+    /// system properties.
     pub fn of(message: &'m Message) -> Self {
-        let props = message.system();
-        if props
-            .get(system::MESSAGE_TYPE)
+        let (mut message_type, mut module, mut output) = (None, None, None);
+        for (name, value) in message.system().iter() {
+            // Scan each name once: ASCII names are compared by length first.
+            let ascii = name.is_ascii();
+            let is = |wanted: &str| {
+                if ascii {
+                    name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
+                } else {
+                    names_equal(name, wanted)
+                }
+            };
+            let slot = if is(system::MESSAGE_TYPE) {
+                &mut message_type
+            } else if is(system::CONNECTION_MODULE_ID) {
+                &mut module
+            } else if is(system::OUTPUT_NAME) {
+                &mut output
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        if message_type
+            .flatten()
             .is_some_and(|t| t.eq_ignore_ascii_case(system::TWIN_CHANGE_NOTIFICATION))
         {
             return Self::TwinChange;
         }
-        match props.get(system::CONNECTION_MODULE_ID) {
+        match module.flatten() {
             Some(module) => Self::Module {
                 module,
-                output: props.get(system::OUTPUT_NAME),
+                output: output.flatten(),
             },
             None => Self::Telemetry,
         }
     }
 
-    pub fn to_owned(self) -> MessageSource {
+    /// The owned form.
+    pub fn into_owned(self) -> MessageSource {
         match self {
             Self::Telemetry => MessageSource::Telemetry,
             Self::TwinChange => MessageSource::TwinChange,
@@ -214,18 +239,26 @@ impl SourcePattern {
     /// Case-insensitive: does `source`'s path plus `/` start with the prefix?
     pub(crate) fn matches_ref(&self, source: SourceRef<'_>) -> bool {
         let pieces = source.pieces();
-        if self.prefix.is_ascii() && pieces.iter().all(|p| p.is_ascii()) {
-            let mut prefix = self.prefix.as_bytes();
-            for piece in pieces {
-                let n = prefix.len().min(piece.len());
-                let (head, rest) = prefix.split_at(n);
-                if !head.eq_ignore_ascii_case(piece.as_bytes().get(..n).unwrap_or(&[])) {
-                    return false;
+        if self.prefix.is_ascii() {
+            // Byte by byte; a difference that involves a non-ASCII byte needs the char path.
+            let mut prefix = self.prefix.as_bytes().iter();
+            for byte in pieces.iter().flat_map(|p| p.as_bytes()) {
+                let Some(p) = prefix.next() else {
+                    return true;
+                };
+                if !p.eq_ignore_ascii_case(byte) {
+                    if byte.is_ascii() {
+                        return false;
+                    }
+                    return self.matches_chars(pieces);
                 }
-                prefix = rest;
             }
-            return prefix.is_empty();
+            return prefix.next().is_none();
         }
+        self.matches_chars(pieces)
+    }
+
+    fn matches_chars(&self, pieces: [&str; 5]) -> bool {
         let mut haystack = pieces.into_iter().flat_map(str::chars);
         self.prefix
             .chars()

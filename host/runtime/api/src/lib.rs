@@ -119,6 +119,13 @@ pub enum RuntimeError {
     Failed(String),
 }
 
+/// What preparing a module found out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prepared {
+    /// The image's content digest (`sha256:…`), reported as `settings.imageHash`.
+    pub image_hash: Option<String>,
+}
+
 /// A way of running modules (`wasm`, `docker`).
 pub trait ModuleRuntime: Send + Sync + 'static {
     /// The module `type` this runtime runs.
@@ -127,7 +134,7 @@ pub trait ModuleRuntime: Send + Sync + 'static {
     /// Check the module and fetch or compile what it needs, so that `start` is fast. Called on
     /// deployment, before anything is stopped, so a module that cannot run is reported without
     /// disturbing the running one.
-    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<Prepared, RuntimeError>>;
 
     /// Start the module. Returns once it runs (for wasm: instantiated and `init` returned).
     fn start<'a>(

@@ -26,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use verge_runtime::{BoxFuture, ModuleContext, ModuleHandle, ModuleRuntime, ModuleSpec, RuntimeError};
+use verge_runtime::{
+    BoxFuture, ModuleContext, ModuleHandle, ModuleRuntime, ModuleSpec, Prepared, RuntimeError,
+};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime_wasi_config::WasiConfig;
@@ -154,17 +156,19 @@ impl WasmRuntime {
         Ok(options)
     }
 
-    async fn instance_pre(&self, spec: &ModuleSpec) -> Result<InstancePre<Host>, RuntimeError> {
+    async fn instance_pre(&self, spec: &ModuleSpec) -> Result<(InstancePre<Host>, String), RuntimeError> {
         let loaded = self
             .shared
             .cache
             .load(&self.shared.engine, std::path::Path::new(&spec.image))
             .await?;
         tracing::debug!(module = %spec.name, digest = %loaded.digest, "component loaded");
-        self.shared
+        let pre = self
+            .shared
             .linker
             .instantiate_pre(&loaded.component)
-            .map_err(|e| RuntimeError::Invalid(format!("the component cannot run here: {e:#}")))
+            .map_err(|e| RuntimeError::Invalid(format!("the component cannot run here: {e:#}")))?;
+        Ok((pre, loaded.digest))
     }
 }
 
@@ -173,10 +177,13 @@ impl ModuleRuntime for WasmRuntime {
         "wasm"
     }
 
-    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
         Box::pin(async move {
             self.module_options(spec)?;
-            self.instance_pre(spec).await.map(drop)
+            let (_, digest) = self.instance_pre(spec).await?;
+            Ok(Prepared {
+                image_hash: Some(format!("sha256:{digest}")),
+            })
         })
     }
 
@@ -187,7 +194,7 @@ impl ModuleRuntime for WasmRuntime {
     ) -> BoxFuture<'a, Result<ModuleHandle, RuntimeError>> {
         Box::pin(async move {
             let options = self.module_options(spec)?;
-            let pre = self.instance_pre(spec).await?;
+            let (pre, _) = self.instance_pre(spec).await?;
             let limits = CallLimits {
                 max_message_bytes: self.shared.options.max_message_bytes,
                 max_outbox: self.shared.options.max_messages_per_call,
