@@ -72,7 +72,10 @@ pub trait Module: Sized + 'static {
         let _ = payload;
         Ok(MethodResponse {
             status: 501,
-            payload: format!("{{\"message\":\"method {name:?} is not implemented\"}}"),
+            payload: format!(
+                "{{\"message\":\"method {} is not implemented\"}}",
+                json_escape(name)
+            ),
         })
     }
 
@@ -80,6 +83,20 @@ pub trait Module: Sized + 'static {
     fn on_timer(&mut self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// `text` escaped for the inside of a JSON string.
+pub fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl InputError {

@@ -4,11 +4,14 @@
 //!   `tests/guests/`) once per `cargo test` run, with the `wasm` profile for `wasm32-wasip2`,
 //!   and returns their paths. Cargo's own lock and freshness checks make concurrent and repeated
 //!   calls cheap.
+//! - [`python_guest`] builds a Python sample (`samples/modules/{name}/build.sh`, componentize-py)
+//!   once per test run and returns its component's path.
 //! - [`workspace`] is the repository root.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The repository root.
 pub fn workspace() -> &'static Path {
@@ -57,3 +60,55 @@ pub fn guest(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// The component of the Python sample `samples/modules/{name}`, built by its `build.sh` once per
+/// test run (the script itself skips the build when the component is fresh). Panics with the
+/// script's output if it fails.
+///
+/// The script writes `{target}/wasm32-wasip2/wasm/{name with _}.wasm`; it is given this run's
+/// target directory as `CARGO_TARGET_DIR`. Its first run creates `target/py-venv` and installs
+/// componentize-py (from PyPI); a build takes 6-15 s on 2 cores.
+pub fn python_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
+    let target = workspace().join(target_dir());
+    let built = {
+        // Held during the build: tests asking for the same module wait for one build.
+        let mut built = BUILT
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        built
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let script = workspace()
+                    .join("samples/modules")
+                    .join(name)
+                    .join("build.sh");
+                match Command::new("bash")
+                    .arg(&script)
+                    .env("CARGO_TARGET_DIR", &target)
+                    .output()
+                {
+                    Ok(out) if out.status.success() => Ok(()),
+                    Ok(out) => Err(format!(
+                        "{} exited with {}:\n{}{}",
+                        script.display(),
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    )),
+                    Err(e) => Err(format!("cannot run {}: {e}", script.display())),
+                }
+            })
+            .clone()
+    };
+    if let Err(e) = built {
+        panic!("building the Python guest {name} failed:\n{e}");
+    }
+    let path = target
+        .join("wasm32-wasip2/wasm")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+pub mod daemon;

@@ -400,8 +400,12 @@ impl Agent {
                 self.config = Some(config);
                 self.rejected = None;
             }
+            Err(e) if self.version == 0 => {
+                tracing::info!("no deployment yet");
+                self.rejected = Some((e.code, e.description));
+            }
             Err(e) => {
-                tracing::warn!(code = %e.code, error = %e.description, "deployment refused");
+                tracing::warn!(version = self.version, code = %e.code, error = %e.description, "deployment refused");
                 self.rejected = Some((e.code, e.description));
             }
         }
@@ -475,6 +479,13 @@ impl Agent {
         };
         if let Life::Blocked(why) = &m.life {
             return Err(why.clone());
+        }
+        // A module just created is started by the plan, not by the restart policy.
+        if matches!(m.life, Life::Created) {
+            if m.config.status == verge_manifest::DesiredStatus::Running {
+                self.ctx.start(m, false).await;
+            }
+            return Ok(());
         }
         let state = m.planner_state(&self.manager);
         let has_stats = m.restart_count > 0 || m.last_restart.is_some();

@@ -21,6 +21,7 @@ mod error;
 mod hub;
 mod json;
 mod module;
+mod paths;
 mod policy;
 mod version;
 
@@ -28,7 +29,9 @@ pub use agent::{
     AGENT_SCHEMA_VERSION, AgentConfig, EDGE_AGENT, EDGE_HUB, RegistryCredential, RuntimeConfig,
     RuntimeSettings, SystemModules, is_valid_module_id,
 };
-pub use deployment::{Deployment, EDGE_AGENT_TWIN, EDGE_HUB_TWIN, MODULES_CONTENT};
+pub use deployment::{
+    Deployment, EDGE_AGENT_TWIN, EDGE_HUB_TWIN, MODULES_CONTENT, PROPERTIES_DESIRED,
+};
 pub use error::{
     AGENT_EMPTY_ERROR, AGENT_FORMAT_ERROR, DeploymentError, ErrorOrigin, FormatError,
     HUB_ERROR_PREFIX, StatusCode,
@@ -41,5 +44,6 @@ pub use module::{
     DEFAULT_STARTUP_ORDER, ModuleChange, ModuleConfig, ModuleKind, ModuleSettings,
     is_valid_env_name, normalize_docker_image,
 };
+pub use paths::{is_local_path, resolve_local_images};
 pub use policy::{DesiredStatus, ImagePullPolicy, ModuleType, RestartPolicy};
 pub use version::{SchemaVersion, VersionParseError};

@@ -34,6 +34,28 @@ pub struct MessageDoc {
     /// `base64` or `utf-8`; absent means `body` is a JSON value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_encoding: Option<BodyEncoding>,
+    /// Who sent it (informational, as `verge monitor` prints it; read from the system
+    /// properties, never written back into them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// When the hub accepted it (informational, as `verge monitor` prints it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_time: Option<String>,
+}
+
+/// Who sent a message: device, module and output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Origin {
+    /// `connectionDeviceId`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// `connectionModuleId`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_id: Option<String>,
+    /// `outputName`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_name: Option<String>,
 }
 
 /// How `body` is written in a [`MessageDoc`].
@@ -142,7 +164,21 @@ impl MessageDoc {
             system_properties: from_map(message.system()),
             body,
             body_encoding,
+            origin: None,
+            enqueued_time: None,
         }
+    }
+
+    /// The document with `origin` filled in from the message's system properties.
+    pub fn with_origin(mut self, message: &Message) -> Self {
+        let sys = message.system();
+        let get = |name: &str| sys.get(name).map(str::to_owned);
+        self.origin = Some(Origin {
+            device_id: get(crate::system::CONNECTION_DEVICE_ID),
+            module_id: get(crate::system::CONNECTION_MODULE_ID),
+            output_name: get(crate::system::OUTPUT_NAME),
+        });
+        self
     }
 }
 

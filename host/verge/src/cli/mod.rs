@@ -1,0 +1,259 @@
+//! The commands that talk to a running daemon, and `verge route test`, which needs none.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use verge_message::json::MessageDoc;
+use verge_mgmt::api::{DeployReport, LogEntry, MethodAnswer, MethodRequest, ModuleInfo, ModuleList, Twin};
+use verge_mgmt::client::{Client, ClientError};
+use verge_route::{Bool3, Evaluation, Route};
+
+const USAGE: u8 = 2;
+
+/// Write a line to stdout; a reader that went away (`verge … | head`) ends the command quietly.
+fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `verge deploy FILE`
+pub async fn deploy(client: &Client, file: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = crate::daemon::read_manifest(file)?;
+    let report: DeployReport = client.post_report("/deployment", &manifest).await?;
+    let ok = report.code == 200;
+    if report.version == 0 {
+        eprintln!("deployment refused ({}): {}", report.code, report.description);
+        return Ok(ExitCode::FAILURE);
+    }
+    let versions = format!("$edgeAgent version {}, $edgeHub version {}", report.version, report.hub_version);
+    if ok {
+        out(&format!("deployment applied ({versions})"));
+    } else {
+        eprintln!(
+            "deployment applied with errors ({}): {} [{versions}]",
+            report.code, report.description
+        );
+    }
+    print_modules(&report.modules);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn description(m: &ModuleInfo) -> String {
+    match (m.status.as_str(), m.uptime_secs) {
+        ("running", Some(secs)) if m.kind != "system" => {
+            format!("Up {}", verge_agent::human(Duration::from_secs(secs)))
+        }
+        _ => m.description.clone(),
+    }
+}
+
+fn print_modules(modules: &[ModuleInfo]) {
+    let rows: Vec<[String; 4]> = modules
+        .iter()
+        .map(|m| [m.name.clone(), m.status.clone(), description(m), m.image.clone()])
+        .collect();
+    let header = ["NAME", "STATUS", "DESCRIPTION", "CONFIG"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out(line.trim_end());
+    }
+}
+
+/// `verge list`
+pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
+    let list: ModuleList = client.get("/modules").await?;
+    if as_json {
+        out(&serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_modules(&list.modules);
+    let d = &list.deployment;
+    if d.code != 200 {
+        eprintln!("deployment {}: {} {}", d.version, d.code, d.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge logs MODULE`
+pub async fn logs(
+    client: &Client,
+    module: &str,
+    tail: Option<usize>,
+    follow: bool,
+    timestamps: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/modules/{module}/logs?follow={follow}");
+    if let Some(n) = tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    client
+        .stream_lines(&path, |line| {
+            let Ok(entry) = serde_json::from_str::<LogEntry>(line) else {
+                return true;
+            };
+            let text = if timestamps {
+                format!("{} {}", entry.time, entry.text)
+            } else {
+                entry.text
+            };
+            // As `docker logs`: the module's stdout on stdout, the rest on stderr.
+            if entry.stream == "stdout" {
+                out(&text);
+            } else {
+                eprintln!("{text}");
+            }
+            true
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge restart MODULE`
+pub async fn restart(client: &Client, module: &str) -> anyhow::Result<ExitCode> {
+    client
+        .post_empty(&format!("/modules/{module}/restart"), &json!({}))
+        .await?;
+    out(&format!("{module} restarted"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge monitor`
+pub async fn monitor(
+    client: &Client,
+    count: Option<usize>,
+    timeout: Option<f64>,
+    queued: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut seen = 0usize;
+    let path = format!("/monitor?queued={queued}");
+    let stream = client.stream_lines(&path, |line| {
+        out(line);
+        seen += 1;
+        count.is_none_or(|n| seen < n)
+    });
+    let finished = match timeout {
+        Some(secs) => {
+            let limit = Duration::try_from_secs_f64(secs).context("--timeout must be a positive number of seconds")?;
+            tokio::time::timeout(limit, stream).await.ok()
+        }
+        None => Some(stream.await),
+    };
+    match finished {
+        Some(result) => result?,
+        None => {
+            if let Some(n) = count {
+                eprintln!("timed out after {seen} of {n} messages");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge invoke MODULE METHOD [PAYLOAD]`
+pub async fn invoke(
+    client: &Client,
+    module: &str,
+    method: &str,
+    payload: &str,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let payload: Value = match serde_json::from_str(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: the payload is not JSON: {e}");
+            return Ok(ExitCode::from(USAGE));
+        }
+    };
+    let request = MethodRequest {
+        method_name: method.to_owned(),
+        payload,
+        response_timeout_in_seconds: Some(timeout),
+    };
+    match client
+        .post::<_, MethodAnswer>(&format!("/modules/{module}/methods"), &request)
+        .await
+    {
+        Ok(answer) => {
+            out(&serde_json::to_string(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ClientError::Api { status, message }) => {
+            eprintln!("method failed ({status}): {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `verge twin show ID`
+pub async fn twin_show(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    // `$` is fine in a path segment; encode it anyway for proxies that mind.
+    let twin: Twin = client.get(&format!("/twins/{}", id.replace('$', "%24"))).await?;
+    out(&serde_json::to_string_pretty(&twin)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge route test ROUTE --message FILE`: true, false or undefined, exit 0; a route or message
+/// that does not parse, exit 2.
+pub fn route_test(route: &str, message: &Path) -> ExitCode {
+    let route = match Route::parse(route) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the route does not compile: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let message = std::fs::read_to_string(message)
+        .map_err(|e| format!("cannot read {}: {e}", message.display()))
+        .and_then(|text| MessageDoc::parse(&text).map_err(|e| e.to_string()))
+        .and_then(|doc| doc.to_message().map_err(|e| e.to_string()));
+    let message = match message {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let mut evaluation = Evaluation::new(&message);
+    let result = if !route.source().matches(evaluation.source()) {
+        Bool3::False
+    } else {
+        route.condition().evaluate(&mut evaluation)
+    };
+    if route.condition().reads_body() && message.system().get(verge_message::system::CONTENT_TYPE).is_none() {
+        eprintln!(
+            "note: $body queries need the system properties contentType \"application/json\" and \
+             contentEncoding \"utf-8\"; this message has no contentType, so they are undefined"
+        );
+    }
+    out(match result {
+        Bool3::True => "true",
+        Bool3::False => "false",
+        Bool3::Undefined => "undefined",
+    });
+    ExitCode::SUCCESS
+}

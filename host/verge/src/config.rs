@@ -1,0 +1,238 @@
+//! The daemon's configuration file (TOML). Every key is optional; the defaults are the embedded
+//! set-up the quickstart uses: wasm modules in-process, state in `./.verge`.
+//!
+//! ```toml
+//! data_dir = "/var/lib/verge"
+//! device_id = "my-edge-device"
+//! hostname = "my-edge-device.local"     # IOTEDGE_GATEWAYHOSTNAME for modules
+//! iothub_hostname = "myhub.example"     # IOTEDGE_IOTHUBHOSTNAME for modules
+//!
+//! [hub]
+//! max_queue_messages = 10000            # per destination queue
+//! max_queue_bytes = 67108864
+//!
+//! [wasm]
+//! max_modules = 64                      # sizes the pooling allocator
+//! memory_limit_mb = 128                 # default cap per module (createOptions HostConfig.Memory)
+//! max_memory_mb = 4096                  # the largest cap a module may ask for
+//! call_timeout_ms = 1000                # default deadline per call (createOptions Wasm.CallTimeoutMs)
+//! init_timeout_ms = 10000
+//! max_message_bytes = 262144
+//!
+//! [agent]
+//! max_restart_count = 20                # also MaxRestartCount in edgeAgent's env
+//! cool_off_time_unit_secs = 10          # also CoolOffTimeUnitInSeconds
+//! intensive_care_time_mins = 10         # also IntensiveCareTimeInMinutes
+//! stop_grace_secs = 10
+//! deploy_timeout_secs = 120
+//! module_log_kb = 256
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The data directory when nothing says otherwise.
+pub const DEFAULT_DATA_DIR: &str = ".verge";
+
+/// The configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// State: the management socket, the saved deployment, compiled components.
+    pub data_dir: Option<PathBuf>,
+    /// The edge device's id.
+    pub device_id: String,
+    /// This device's host name, as modules and devices reach it.
+    pub hostname: String,
+    /// The IoT Hub host name modules are told.
+    pub iothub_hostname: Option<String>,
+    /// Hub settings.
+    pub hub: HubSection,
+    /// Wasm runtime settings.
+    pub wasm: WasmSection,
+    /// Agent settings.
+    pub agent: AgentSection,
+}
+
+/// `[hub]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSection {
+    /// Messages per destination queue.
+    pub max_queue_messages: usize,
+    /// Bytes per destination queue.
+    pub max_queue_bytes: usize,
+}
+
+/// `[wasm]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WasmSection {
+    /// Modules that can run at once.
+    pub max_modules: u32,
+    /// Default memory cap per module, MiB.
+    pub memory_limit_mb: u64,
+    /// Largest memory cap a module may ask for, MiB.
+    pub max_memory_mb: u64,
+    /// Default deadline of a call, ms.
+    pub call_timeout_ms: u64,
+    /// Default deadline of instantiation plus `init`, ms.
+    pub init_timeout_ms: u64,
+    /// Largest message body a module may send.
+    pub max_message_bytes: u64,
+}
+
+/// `[agent]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSection {
+    /// Restarts before a module is marked failed.
+    pub max_restart_count: i64,
+    /// The backoff unit: waits are `min(unit·2ⁿ, 300 s)`.
+    pub cool_off_time_unit_secs: i64,
+    /// Running time after which restart counters reset.
+    pub intensive_care_time_mins: i64,
+    /// Time a module gets to stop.
+    pub stop_grace_secs: u64,
+    /// How long `verge deploy` waits for the deployment to be applied.
+    pub deploy_timeout_secs: u64,
+    /// Log kept per module, KiB.
+    pub module_log_kb: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            device_id: "verge-device".into(),
+            hostname: "localhost".into(),
+            iothub_hostname: None,
+            hub: HubSection::default(),
+            wasm: WasmSection::default(),
+            agent: AgentSection::default(),
+        }
+    }
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        let limits = verge_hub::QueueLimits::default();
+        Self {
+            max_queue_messages: limits.max_messages,
+            max_queue_bytes: limits.max_bytes,
+        }
+    }
+}
+
+impl Default for WasmSection {
+    fn default() -> Self {
+        Self {
+            max_modules: 64,
+            memory_limit_mb: 128,
+            max_memory_mb: 4096,
+            call_timeout_ms: 1000,
+            init_timeout_ms: 10_000,
+            max_message_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            max_restart_count: 20,
+            cool_off_time_unit_secs: 10,
+            intensive_care_time_mins: 10,
+            stop_grace_secs: 10,
+            deploy_timeout_secs: 120,
+            module_log_kb: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Read a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("configuration {} is not valid", path.display()))
+    }
+
+    /// The data directory: `override_dir`, else the file's `data_dir`, else `./.verge`.
+    pub fn data_dir(&self, override_dir: Option<&Path>) -> PathBuf {
+        override_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The IoT Hub host name for modules.
+    pub fn iothub_hostname(&self) -> &str {
+        self.iothub_hostname.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// The wasm runtime's options, caching compiled components under `data_dir`.
+    pub fn wasm_options(&self, data_dir: &Path) -> verge_runtime_wasm::WasmOptions {
+        let mut o = verge_runtime_wasm::WasmOptions::new(data_dir.join("cache").join("wasm"));
+        let w = &self.wasm;
+        o.max_modules = w.max_modules;
+        o.max_memory_bytes = w.max_memory_mb << 20;
+        o.defaults.memory_limit = w.memory_limit_mb << 20;
+        o.defaults.call_timeout = Duration::from_millis(w.call_timeout_ms);
+        o.defaults.init_timeout = Duration::from_millis(w.init_timeout_ms);
+        o.max_message_bytes = w.max_message_bytes;
+        o
+    }
+
+    /// The agent's options.
+    pub fn agent_options(&self) -> anyhow::Result<verge_agent::AgentOptions> {
+        let a = &self.agent;
+        let restart = verge_restart::RestartPolicyManager::from_settings(
+            a.max_restart_count,
+            a.cool_off_time_unit_secs,
+            a.intensive_care_time_mins,
+        )
+        .context("[agent] restart settings")?;
+        Ok(verge_agent::AgentOptions {
+            device_id: self.device_id.clone(),
+            iothub_hostname: self.iothub_hostname().to_owned(),
+            gateway_hostname: self.hostname.clone(),
+            restart,
+            stop_grace: Duration::from_secs(a.stop_grace_secs),
+            tick: Duration::from_millis(500),
+            log_bytes: a.module_log_kb * 1024,
+            version: verge_agent::VersionInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                build: option_env!("VERGE_BUILD").unwrap_or("dev").into(),
+                commit: option_env!("VERGE_COMMIT").unwrap_or("unknown").into(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_typos_are_refused() {
+        assert_eq!(toml::from_str::<Config>("").unwrap(), Config::default());
+        let c: Config = toml::from_str("device_id = \"d\"\n[wasm]\ncall_timeout_ms = 5\n").unwrap();
+        assert_eq!((c.device_id.as_str(), c.wasm.call_timeout_ms), ("d", 5));
+        assert_eq!(c.wasm.memory_limit_mb, 128);
+        let err = toml::from_str::<Config>("[wasm]\ncall_timeout = 5\n").unwrap_err();
+        assert!(err.to_string().contains("call_timeout"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_precedence() {
+        let mut c = Config::default();
+        assert_eq!(c.data_dir(None), PathBuf::from(".verge"));
+        c.data_dir = Some("/var/lib/verge".into());
+        assert_eq!(c.data_dir(None), PathBuf::from("/var/lib/verge"));
+        assert_eq!(c.data_dir(Some(Path::new("/x"))), PathBuf::from("/x"));
+    }
+}

@@ -1,0 +1,208 @@
+//! `verge`: the daemon (`verge run`) and the commands that manage it.
+//!
+//! The commands talk to a running daemon over the management socket in its data directory
+//! (`--data-dir`, `VERGE_DATA_DIR`, the configuration's `data_dir`, or `./.verge`), except
+//! `verge route test`, which needs no daemon.
+//!
+//! Exit codes: 0 success; 1 the operation failed (a refused or failed deployment, a method that
+//! got no answer, a monitor that timed out before `--count` messages); 2 bad usage or input that
+//! does not parse (a route, a message file).
+
+mod cli;
+mod config;
+mod daemon;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Verge: an edge runtime for IoT devices, in the family of Azure IoT Edge.
+#[derive(Parser, Debug)]
+#[command(name = "verge", version, about, propagate_version = true)]
+struct Cli {
+    /// The daemon's data directory (its state and management socket).
+    #[arg(long, short = 'd', global = true, env = "VERGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// The daemon's configuration file (TOML).
+    #[arg(long, short = 'c', global = true, env = "VERGE_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        /// A deployment manifest to apply at start (else the last one applied, if any).
+        #[arg(long)]
+        deployment: Option<PathBuf>,
+    },
+    /// Apply a deployment manifest to the running daemon.
+    Deploy {
+        /// The manifest (IoT Edge's `modulesContent` JSON).
+        file: PathBuf,
+    },
+    /// List the modules and their status.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a module's log.
+    Logs {
+        /// The module.
+        module: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep following new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Prefix each line with its time.
+        #[arg(long, short = 't')]
+        timestamps: bool,
+    },
+    /// Restart a module.
+    Restart {
+        /// The module.
+        module: String,
+    },
+    /// Print messages leaving for `$upstream`, one JSON line each.
+    Monitor {
+        /// Stop after N messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after S seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Start with the messages already waiting for upstream.
+        #[arg(long)]
+        queued: bool,
+    },
+    /// Test routes without a daemon.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+    /// Call a module's direct method.
+    Invoke {
+        /// The module.
+        module: String,
+        /// The method.
+        method: String,
+        /// JSON payload.
+        #[arg(default_value = "{}")]
+        payload: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Show twins.
+    Twin {
+        #[command(subcommand)]
+        command: TwinCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RouteCommand {
+    /// Evaluate ROUTE against a message: prints true, false or undefined.
+    Test {
+        /// `[SELECT *] FROM … [WHERE …] INTO …`
+        route: String,
+        /// The message: `{"properties":{…},"systemProperties":{…},"body":…}`.
+        #[arg(long)]
+        message: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TwinCommand {
+    /// Print a twin's desired and reported properties.
+    Show {
+        /// A module id, `$edgeAgent` or `$edgeHub`.
+        id: String,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Run { .. });
+    init_tracing(if daemon { "info" } else { "warn" });
+    if let Command::Route {
+        command: RouteCommand::Test { route, message },
+    } = &cli.command
+    {
+        return cli::route_test(route, message);
+    }
+    let config = match &cli.config {
+        Some(path) => match config::Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::Config::default(),
+    };
+    let data_dir = config.data_dir(cli.data_dir.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = || verge_mgmt::client::Client::new(&data_dir.join(verge_mgmt::SOCKET));
+        match cli.command {
+            Command::Run { deployment } => {
+                daemon::run(config, data_dir.clone(), deployment).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Deploy { file } => cli::deploy(&client(), &file).await,
+            Command::List { json } => cli::list(&client(), json).await,
+            Command::Logs {
+                module,
+                tail,
+                follow,
+                timestamps,
+            } => cli::logs(&client(), &module, tail, follow, timestamps).await,
+            Command::Restart { module } => cli::restart(&client(), &module).await,
+            Command::Monitor {
+                count,
+                timeout,
+                queued,
+            } => cli::monitor(&client(), count, timeout, queued).await,
+            Command::Invoke {
+                module,
+                method,
+                payload,
+                timeout,
+            } => cli::invoke(&client(), &module, &method, &payload, timeout).await,
+            Command::Twin {
+                command: TwinCommand::Show { id },
+            } => cli::twin_show(&client(), &id).await,
+            Command::Route { .. } => Ok(ExitCode::from(2)),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
