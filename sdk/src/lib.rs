@@ -111,7 +111,6 @@ impl InputError {
     }
 }
 
-
 impl Message {
     /// A message with a UTF-8 text body.
     pub fn text(body: &str) -> Self {
@@ -167,8 +166,8 @@ pub fn config(key: &str) -> Option<String> {
 
 /// This module's twin.
 pub mod twin {
-    use crate::bindings::verge::module::twin as imp;
     use crate::Error;
+    use crate::bindings::verge::module::twin as imp;
 
     /// The desired properties, JSON text with `$version`.
     pub fn desired() -> String {
@@ -249,7 +248,9 @@ pub mod __private {
 macro_rules! export_module {
     ($ty:ty) => {
         const _: () = {
-            use $crate::bindings::exports::verge::module::handlers::{Guest, InputError, MethodResponse};
+            use $crate::bindings::exports::verge::module::handlers::{
+                Guest, InputError, MethodResponse,
+            };
             use $crate::{Error, Message, Module};
 
             ::std::thread_local! {
@@ -291,7 +292,7 @@ macro_rules! export_module {
                 fn on_timer() -> Result<(), Error> {
                     with(|module| module.on_timer())
                 }
-            }
+    }
 
             $crate::bindings::export!(Exported with_types_in $crate::bindings);
         };

@@ -89,10 +89,18 @@ impl Daemon {
         let socket = data.join("mgmt.sock");
         let started = Instant::now();
         while !(socket.exists() && self.cli(&["list", "--json"]).status.success()) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("verge run exited ({status}):\n{}", self.log());
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "daemon did not start:\n{}", self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "daemon did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -171,7 +179,13 @@ impl Daemon {
 
     /// `verge monitor` lines (JSON), up to `count` within `timeout` seconds.
     pub fn monitor(&self, count: usize, timeout: f64, queued: bool) -> Vec<Value> {
-        let mut args = vec!["monitor".to_owned(), "--count".into(), count.to_string(), "--timeout".into(), timeout.to_string()];
+        let mut args = vec![
+            "monitor".to_owned(),
+            "--count".into(),
+            count.to_string(),
+            "--timeout".into(),
+            timeout.to_string(),
+        ];
         if queued {
             args.push("--queued".into());
         }
@@ -186,14 +200,21 @@ impl Daemon {
     /// Write `manifest` into the test directory as `name` and deploy it; the command's output.
     pub fn deploy(&self, name: &str, manifest: &Value) -> Output {
         let path = self.dir.join(name);
-        std::fs::write(&path, serde_json::to_vec_pretty(manifest).expect("manifest")).expect("write manifest");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(manifest).expect("manifest"),
+        )
+        .expect("write manifest");
         self.cli(&["deploy", path.to_str().expect("utf-8 path")])
     }
 
     /// Stop with SIGTERM and wait; the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {

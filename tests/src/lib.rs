@@ -40,8 +40,14 @@ pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(workspace())
-            .args(["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2"]);
+        cmd.current_dir(workspace()).args([
+            "build",
+            "--quiet",
+            "--profile",
+            "wasm",
+            "--target",
+            "wasm32-wasip2",
+        ]);
         for guest in GUESTS {
             cmd.args(["-p", guest]);
         }

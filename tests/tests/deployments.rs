@@ -1,21 +1,31 @@
 //! Changing the deployment of a running daemon: routes, module twins, modules removed; and bad
 //! deployments refused with IoT Edge's status while the running one stays untouched.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, TEST_CONFIG, deployment, wasm_module};
 
 fn sensor() -> Value {
-    wasm_module(&verge_tests::guest("temp-sensor"), &[("MessageCount", json!(-1))], json!({"startupOrder": 2}))
+    wasm_module(
+        &verge_tests::guest("temp-sensor"),
+        &[("MessageCount", json!(-1))],
+        json!({"startupOrder": 2}),
+    )
 }
 
 fn filter() -> Value {
-    wasm_module(&verge_tests::guest("filter"), &[], json!({"startupOrder": 1}))
+    wasm_module(
+        &verge_tests::guest("filter"),
+        &[],
+        json!({"startupOrder": 1}),
+    )
 }
 
-const SENSOR_TO_FILTER: &str =
-    "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")";
+const SENSOR_TO_FILTER: &str = "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")";
 const FILTER_UP: &str = "FROM /messages/modules/filter/outputs/* INTO $upstream";
 
 fn base() -> Value {
@@ -36,45 +46,82 @@ fn a_changed_deployment_applies_without_restarting_anything() {
     let out = daemon.deploy("base.json", &base());
     assert!(out.status.success(), "{}", output(&out));
     let first = daemon.monitor(3, 20.0, true);
-    assert!(first.iter().all(|m| m["origin"]["moduleId"] == "filter"), "{first:?}");
+    assert!(
+        first.iter().all(|m| m["origin"]["moduleId"] == "filter"),
+        "{first:?}"
+    );
     let started = |d: &Daemon, m: &str| d.module(m).unwrap()["lastStart"].clone();
     let (sensor_start, filter_start) = (started(&daemon, "sensor"), started(&daemon, "filter"));
 
     // Route changed (a second route straight from the sensor, on even sequence numbers) and a
     // module twin changed (a threshold nothing reaches).
     let mut changed = base();
-    changed["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["direct"] =
-        json!("FROM /messages/modules/sensor/outputs/* WHERE as_number(sequenceNumber) % 2 = 0 INTO $upstream");
+    changed["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["direct"] = json!(
+        "FROM /messages/modules/sensor/outputs/* WHERE as_number(sequenceNumber) % 2 = 0 INTO $upstream"
+    );
     changed["modulesContent"]["filter"]["properties.desired"]["TemperatureThreshold"] = json!(1000);
     let out = daemon.deploy("changed.json", &changed);
     assert!(out.status.success(), "{}", output(&out));
-    daemon.wait_until("the filter to report the new threshold", Duration::from_secs(10), |d| {
-        d.twin("filter")["reported"]["TemperatureThreshold"] == json!(1000.0)
-    });
+    daemon.wait_until(
+        "the filter to report the new threshold",
+        Duration::from_secs(10),
+        |d| d.twin("filter")["reported"]["TemperatureThreshold"] == json!(1000.0),
+    );
     let after = daemon.monitor(6, 20.0, false);
     assert_eq!(after.len(), 6);
     for m in &after {
-        assert_eq!(m["origin"]["moduleId"], "sensor", "the filter still forwards: {m}");
-        let seq: u64 = m["properties"]["sequenceNumber"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            m["origin"]["moduleId"], "sensor",
+            "the filter still forwards: {m}"
+        );
+        let seq: u64 = m["properties"]["sequenceNumber"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(seq % 2, 0, "the new route's condition is not applied: {m}");
     }
-    assert_eq!(started(&daemon, "sensor"), sensor_start, "the sensor was restarted");
-    assert_eq!(started(&daemon, "filter"), filter_start, "the filter was restarted");
+    assert_eq!(
+        started(&daemon, "sensor"),
+        sensor_start,
+        "the sensor was restarted"
+    );
+    assert_eq!(
+        started(&daemon, "filter"),
+        filter_start,
+        "the filter was restarted"
+    );
 
     // A module removed, with its routes.
     let mut removed = changed.clone();
     let desired = &mut removed["modulesContent"]["$edgeAgent"]["properties.desired"];
     desired["modules"].as_object_mut().unwrap().remove("filter");
     let routes = &mut removed["modulesContent"]["$edgeHub"]["properties.desired"]["routes"];
-    routes.as_object_mut().unwrap().retain(|name, _| name == "direct");
-    removed["modulesContent"].as_object_mut().unwrap().remove("filter");
+    routes
+        .as_object_mut()
+        .unwrap()
+        .retain(|name, _| name == "direct");
+    removed["modulesContent"]
+        .as_object_mut()
+        .unwrap()
+        .remove("filter");
     let out = daemon.deploy("removed.json", &removed);
     assert!(out.status.success(), "{}", output(&out));
-    assert!(daemon.module("filter").is_none(), "the filter is still listed");
-    assert_eq!(started(&daemon, "sensor"), sensor_start, "the sensor was restarted");
+    assert!(
+        daemon.module("filter").is_none(),
+        "the filter is still listed"
+    );
+    assert_eq!(
+        started(&daemon, "sensor"),
+        sensor_start,
+        "the sensor was restarted"
+    );
     assert_eq!(daemon.monitor(2, 10.0, false).len(), 2);
     let agent = daemon.twin("$edgeAgent")["reported"].clone();
-    assert!(agent["modules"]["filter"].is_null(), "reported still has the filter: {agent}");
+    assert!(
+        agent["modules"]["filter"].is_null(),
+        "reported still has the filter: {agent}"
+    );
     assert_eq!(agent["lastDesiredStatus"]["code"], 200);
 }
 
@@ -88,14 +135,16 @@ fn bad_deployments_are_refused_and_the_running_one_is_untouched() {
     let mut schema = base();
     schema["modulesContent"]["$edgeAgent"]["properties.desired"]["schemaVersion"] = json!("2.0");
     let mut route = base();
-    route["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["bad"] = json!("FROM /messages WHERE INTO $upstream");
+    route["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["bad"] =
+        json!("FROM /messages WHERE INTO $upstream");
     let mut typed = base();
     typed["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["bad"] =
         json!("FROM /messages WHERE 3 + true > 1 INTO $upstream");
     let mut empty = base();
     empty["modulesContent"]["$edgeAgent"]["properties.desired"] = json!({});
     let mut policy = base();
-    policy["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["sensor"]["restartPolicy"] = json!("sometimes");
+    policy["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["sensor"]["restartPolicy"] =
+        json!("sometimes");
     let cases = [
         ("schema.json", schema, "(412)"),
         ("route.json", route, "(400)"),
@@ -105,9 +154,17 @@ fn bad_deployments_are_refused_and_the_running_one_is_untouched() {
     ];
     for (name, manifest, expected) in cases {
         let out = daemon.deploy(name, &manifest);
-        assert_eq!(out.status.code(), Some(1), "{name} was accepted: {}", output(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name} was accepted: {}",
+            output(&out)
+        );
         let text = output(&out);
-        assert!(text.contains("refused") && text.contains(expected), "{name}: {text}");
+        assert!(
+            text.contains("refused") && text.contains(expected),
+            "{name}: {text}"
+        );
     }
     std::fs::write(daemon.dir().join("broken.json"), "{\"modulesContent\": ").unwrap();
     let out = daemon.cli(&["deploy", daemon.dir().join("broken.json").to_str().unwrap()]);
@@ -116,7 +173,11 @@ fn bad_deployments_are_refused_and_the_running_one_is_untouched() {
 
     // Nothing changed: same modules, same starts, same desired version, alerts still flowing.
     let after = daemon.list();
-    assert_eq!(after["modules"], before["modules"].clone(), "modules changed");
+    assert_eq!(
+        after["modules"],
+        before["modules"].clone(),
+        "modules changed"
+    );
     assert_eq!(daemon.twin("$edgeAgent")["desired"]["$version"], version);
     assert_eq!(daemon.monitor(2, 10.0, false).len(), 2);
 }
@@ -134,10 +195,19 @@ fn a_container_module_is_listed_as_not_runnable() {
     assert!(output(&out).contains("(500)"), "{}", output(&out));
     let boxed = daemon.module("box").unwrap();
     assert_eq!(boxed["status"], "failed");
-    assert!(boxed["description"].as_str().unwrap().contains("container runtime"), "{boxed}");
+    assert!(
+        boxed["description"]
+            .as_str()
+            .unwrap()
+            .contains("container runtime"),
+        "{boxed}"
+    );
     // Its neighbours run.
     assert_eq!(daemon.module("sensor").unwrap()["status"], "running");
-    assert_eq!(daemon.twin("$edgeAgent")["reported"]["lastDesiredStatus"]["code"], 500);
+    assert_eq!(
+        daemon.twin("$edgeAgent")["reported"]["lastDesiredStatus"]["code"],
+        500
+    );
 }
 
 #[test]
@@ -146,15 +216,22 @@ fn a_missing_component_fails_its_module_and_keeps_the_previous_definition() {
     assert!(daemon.deploy("base.json", &base()).status.success());
     let start = daemon.module("filter").unwrap()["lastStart"].clone();
     let mut broken = base();
-    broken["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"]["settings"]["image"] =
-        json!("/nonexistent/filter.wasm");
-    broken["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"]["version"] = json!("2.0");
+    broken["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"]["settings"]
+        ["image"] = json!("/nonexistent/filter.wasm");
+    broken["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"]["version"] =
+        json!("2.0");
     let out = daemon.deploy("broken.json", &broken);
     assert_eq!(out.status.code(), Some(1));
     let text = output(&out);
-    assert!(text.contains("(500)") && text.contains("/nonexistent/filter.wasm"), "{text}");
+    assert!(
+        text.contains("(500)") && text.contains("/nonexistent/filter.wasm"),
+        "{text}"
+    );
     // The filter of the previous deployment still runs and forwards.
     let filter = daemon.module("filter").unwrap();
-    assert_eq!((filter["status"].as_str(), &filter["lastStart"]), (Some("running"), &start));
+    assert_eq!(
+        (filter["status"].as_str(), &filter["lastStart"]),
+        (Some("running"), &start)
+    );
     assert_eq!(daemon.monitor(2, 10.0, true).len(), 2);
 }

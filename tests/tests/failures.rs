@@ -2,13 +2,20 @@
 //! neighbours keep running; an endless loop hits its call deadline; a memory bomb hits its cap.
 //! The daemon stays up throughout.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, TEST_CONFIG, deployment, wasm_module};
 
 fn misbehave(mode: &str, fields: Value) -> Value {
-    wasm_module(&verge_tests::guest("misbehave"), &[("Mode", json!(mode))], fields)
+    wasm_module(
+        &verge_tests::guest("misbehave"),
+        &[("Mode", json!(mode))],
+        fields,
+    )
 }
 
 fn reported(daemon: &Daemon, module: &str) -> Value {
@@ -20,7 +27,11 @@ fn a_trapping_module_backs_off_while_its_neighbours_keep_running() {
     let daemon = Daemon::start("trap", TEST_CONFIG, None);
     let source = wasm_module(
         &verge_tests::guest("misbehave"),
-        &[("Mode", json!("source")), ("TickMs", json!(50)), ("Size", json!(16))],
+        &[
+            ("Mode", json!("source")),
+            ("TickMs", json!(50)),
+            ("Size", json!(16)),
+        ],
         json!({}),
     );
     let manifest = deployment(
@@ -35,7 +46,11 @@ fn a_trapping_module_backs_off_while_its_neighbours_keep_running() {
         }),
         json!({"neighbour": {"SendInterval": 0.05}}),
     );
-    assert!(daemon.deploy("trap.json", &manifest).status.success(), "{}", daemon.log());
+    assert!(
+        daemon.deploy("trap.json", &manifest).status.success(),
+        "{}",
+        daemon.log()
+    );
 
     // Backoff with a 1 s unit: restarts at ~1 s, ~2 s, ~4 s after each exit.
     let mut seen_backoff = false;
@@ -47,17 +62,39 @@ fn a_trapping_module_backs_off_while_its_neighbours_keep_running() {
     assert!(seen_backoff, "never seen in backoff");
     let crasher = reported(&daemon, "crasher");
     assert_eq!(crasher["exitCode"], 134, "{crasher}");
-    assert!(crasher["statusDescription"].as_str().unwrap().contains("trapped"), "{crasher}");
+    assert!(
+        crasher["statusDescription"]
+            .as_str()
+            .unwrap()
+            .contains("trapped"),
+        "{crasher}"
+    );
     let logs = daemon.cli(&["logs", "crasher"]);
     let text = String::from_utf8_lossy(&logs.stderr);
-    assert!(text.contains("told to trap") && text.contains("exited (134)"), "{text}");
+    assert!(
+        text.contains("told to trap") && text.contains("exited (134)"),
+        "{text}"
+    );
 
     // The neighbour never stopped.
     let neighbour = daemon.module("neighbour").unwrap();
-    assert_eq!((neighbour["status"].as_str(), neighbour["restartCount"].as_u64()), (Some("running"), Some(0)));
-    assert_eq!(daemon.monitor(5, 10.0, false).len(), 5, "the neighbour's messages stopped");
+    assert_eq!(
+        (
+            neighbour["status"].as_str(),
+            neighbour["restartCount"].as_u64()
+        ),
+        (Some("running"), Some(0))
+    );
+    assert_eq!(
+        daemon.monitor(5, 10.0, false).len(),
+        5,
+        "the neighbour's messages stopped"
+    );
     // The deployment itself is fine: a crashing module is not a failed deployment.
-    assert_eq!(daemon.twin("$edgeAgent")["reported"]["lastDesiredStatus"]["code"], 200);
+    assert_eq!(
+        daemon.twin("$edgeAgent")["reported"]["lastDesiredStatus"]["code"],
+        200
+    );
 }
 
 #[test]
@@ -77,8 +114,18 @@ fn after_max_restarts_a_module_is_failed_for_good() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     let m = daemon.module("quitter").unwrap();
-    assert_eq!((m["status"].as_str(), m["restartCount"].as_u64()), (Some("failed"), Some(2)), "{m}");
-    assert!(m["description"].as_str().unwrap().contains("failed after 2 restarts"), "{m}");
+    assert_eq!(
+        (m["status"].as_str(), m["restartCount"].as_u64()),
+        (Some("failed"), Some(2)),
+        "{m}"
+    );
+    assert!(
+        m["description"]
+            .as_str()
+            .unwrap()
+            .contains("failed after 2 restarts"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -86,7 +133,11 @@ fn deadlines_and_memory_caps_end_modules_not_the_daemon() {
     let daemon = Daemon::start("limits", TEST_CONFIG, None);
     let source = wasm_module(
         &verge_tests::guest("misbehave"),
-        &[("Mode", json!("source")), ("TickMs", json!(200)), ("Size", json!(8))],
+        &[
+            ("Mode", json!("source")),
+            ("TickMs", json!(200)),
+            ("Size", json!(8)),
+        ],
         json!({}),
     );
     let never = |mode: &str, options: Value| {
@@ -109,7 +160,11 @@ fn deadlines_and_memory_caps_end_modules_not_the_daemon() {
         }),
         json!({}),
     );
-    assert!(daemon.deploy("limits.json", &manifest).status.success(), "{}", daemon.log());
+    assert!(
+        daemon.deploy("limits.json", &manifest).status.success(),
+        "{}",
+        daemon.log()
+    );
     daemon.wait_until("all three to fail", Duration::from_secs(20), |d| {
         ["looper", "bomber", "sleeper"]
             .iter()
@@ -122,7 +177,10 @@ fn deadlines_and_memory_caps_end_modules_not_the_daemon() {
     ] {
         let r = reported(&daemon, module);
         assert_eq!(r["exitCode"], code, "{module}: {r}");
-        assert!(r["statusDescription"].as_str().unwrap().contains(words), "{module}: {r}");
+        assert!(
+            r["statusDescription"].as_str().unwrap().contains(words),
+            "{module}: {r}"
+        );
         assert_eq!(r["runtimeStatus"], "failed");
     }
     // The daemon and the source run on.

@@ -2,6 +2,9 @@
 //! then `verge list`, `verge monitor`, `verge logs`, `verge invoke`, `verge twin show`,
 //! `verge restart`; a restarted daemon comes back with its deployment.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,7 +15,8 @@ fn quickstart(daemon: &Daemon) -> std::path::PathBuf {
     verge_tests::guest("temp-sensor");
     let path = verge_tests::workspace().join("samples/quickstart/deployment.json");
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["modulesContent"]["SimulatedTemperatureSensor"]["properties.desired"]["SendInterval"] = json!(0.02);
+    manifest["modulesContent"]["SimulatedTemperatureSensor"]["properties.desired"]["SendInterval"] =
+        json!(0.02);
     // Keep the relative component paths working from the test directory.
     let modules = manifest
         .pointer_mut("/modulesContent/$edgeAgent/properties.desired/modules")
@@ -52,7 +56,16 @@ fn quickstart_alerts_reach_monitor_with_the_filters_semantics() {
 
     // `verge list`, as `iotedge list`.
     let table = daemon.cli_ok(&["list"]);
-    for needle in ["NAME", "STATUS", "DESCRIPTION", "edgeAgent", "edgeHub", "SimulatedTemperatureSensor", "filtermodule", "Up "] {
+    for needle in [
+        "NAME",
+        "STATUS",
+        "DESCRIPTION",
+        "edgeAgent",
+        "edgeHub",
+        "SimulatedTemperatureSensor",
+        "filtermodule",
+        "Up ",
+    ] {
         assert!(table.contains(needle), "{needle} missing in:\n{table}");
     }
     let sensor = daemon.module("SimulatedTemperatureSensor").unwrap();
@@ -61,14 +74,20 @@ fn quickstart_alerts_reach_monitor_with_the_filters_semantics() {
 
     // Logs of each module, the filter's own words among them.
     let logs = daemon.cli(&["logs", "filtermodule"]);
-    let all = String::from_utf8_lossy(&logs.stdout).into_owned() + &String::from_utf8_lossy(&logs.stderr);
+    let all =
+        String::from_utf8_lossy(&logs.stdout).into_owned() + &String::from_utf8_lossy(&logs.stderr);
     assert!(all.contains("forwarding readings above 25"), "{all}");
     let tail = daemon.cli_ok(&["logs", "SimulatedTemperatureSensor", "--tail", "1", "-t"]);
     assert!(tail.lines().count() <= 1, "{tail}");
 
     // A direct method, and the twins.
-    let answer: Value = serde_json::from_str(&daemon.cli_ok(&["invoke", "SimulatedTemperatureSensor", "reset"])).unwrap();
-    assert_eq!(answer, json!({"status": 200, "payload": {"temperature": 21.0}}));
+    let answer: Value =
+        serde_json::from_str(&daemon.cli_ok(&["invoke", "SimulatedTemperatureSensor", "reset"]))
+            .unwrap();
+    assert_eq!(
+        answer,
+        json!({"status": 200, "payload": {"temperature": 21.0}})
+    );
     let twin = daemon.twin("filtermodule");
     assert_eq!(twin["desired"]["TemperatureThreshold"], 25);
     assert_eq!(twin["reported"]["TemperatureThreshold"], 25.0);
@@ -76,13 +95,37 @@ fn quickstart_alerts_reach_monitor_with_the_filters_semantics() {
     let reported = &agent["reported"];
     assert_eq!(reported["lastDesiredStatus"]["code"], 200);
     assert_eq!(reported["schemaVersion"], "1.0");
-    for field in ["runtimeStatus", "statusDescription", "exitCode", "lastStartTimeUtc", "restartCount", "settings"] {
-        assert!(!reported["modules"]["filtermodule"][field].is_null(), "reported lacks {field}: {reported}");
+    for field in [
+        "runtimeStatus",
+        "statusDescription",
+        "exitCode",
+        "lastStartTimeUtc",
+        "restartCount",
+        "settings",
+    ] {
+        assert!(
+            !reported["modules"]["filtermodule"][field].is_null(),
+            "reported lacks {field}: {reported}"
+        );
     }
-    assert_eq!(reported["modules"]["filtermodule"]["runtimeStatus"], "running");
-    assert!(reported["modules"]["filtermodule"]["settings"]["imageHash"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(reported["systemModules"]["edgeHub"]["runtimeStatus"], "running");
-    assert_eq!(daemon.twin("$edgeHub")["reported"]["lastDesiredStatus"]["code"], 200);
+    assert_eq!(
+        reported["modules"]["filtermodule"]["runtimeStatus"],
+        "running"
+    );
+    assert!(
+        reported["modules"]["filtermodule"]["settings"]["imageHash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(
+        reported["systemModules"]["edgeHub"]["runtimeStatus"],
+        "running"
+    );
+    assert_eq!(
+        daemon.twin("$edgeHub")["reported"]["lastDesiredStatus"]["code"],
+        200
+    );
 
     // `verge restart`: a new start, not counted by the restart policy.
     let before = daemon.module("filtermodule").unwrap()["lastStart"].clone();
@@ -90,7 +133,10 @@ fn quickstart_alerts_reach_monitor_with_the_filters_semantics() {
     daemon.cli_ok(&["restart", "filtermodule"]);
     let after = daemon.module("filtermodule").unwrap();
     assert_ne!(after["lastStart"], before);
-    assert_eq!((after["status"].as_str(), after["restartCount"].as_u64()), (Some("running"), Some(0)));
+    assert_eq!(
+        (after["status"].as_str(), after["restartCount"].as_u64()),
+        (Some("running"), Some(0))
+    );
     let unknown = daemon.cli(&["restart", "nosuchmodule"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("nosuchmodule"));
@@ -102,7 +148,11 @@ fn quickstart_alerts_reach_monitor_with_the_filters_semantics() {
             .iter()
             .all(|m| d.module(m).is_some_and(|m| m["status"] == "running"))
     });
-    assert_eq!(daemon.monitor(2, 20.0, false).len(), 2, "no alerts after the restart");
+    assert_eq!(
+        daemon.monitor(2, 20.0, false).len(),
+        2,
+        "no alerts after the restart"
+    );
 }
 
 #[test]
@@ -131,5 +181,8 @@ fn commands_without_a_daemon_say_so() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the Verge daemon") && err.contains("verge run"), "{err}");
+    assert!(
+        err.contains("cannot reach the Verge daemon") && err.contains("verge run"),
+        "{err}"
+    );
 }

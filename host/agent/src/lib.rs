@@ -226,7 +226,7 @@ pub fn spawn(
     });
     let logs: Logs = Arc::default();
     let agent = Agent {
-        manager: options.restart.clone(),
+        manager: options.restart,
         ctx: Ctx {
             runtimes: runtimes.into_iter().map(|r| (r.kind(), r)).collect(),
             options,
@@ -271,11 +271,17 @@ fn manager_for(config: &AgentConfig, base: &RestartPolicyManager) -> RestartPoli
             .unwrap_or(default)
     };
     let max = get("MaxRestartCount", i64::from(base.max_restart_count()));
-    let unit = get("CoolOffTimeUnitInSeconds", base.cool_off_time_unit().as_secs() as i64);
-    let care = get("IntensiveCareTimeInMinutes", (base.intensive_care_time().as_secs() / 60) as i64);
+    let unit = get(
+        "CoolOffTimeUnitInSeconds",
+        base.cool_off_time_unit().as_secs() as i64,
+    );
+    let care = get(
+        "IntensiveCareTimeInMinutes",
+        (base.intensive_care_time().as_secs() / 60) as i64,
+    );
     RestartPolicyManager::from_settings(max, unit, care).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "edgeAgent restart settings ignored");
-        base.clone()
+        *base
     })
 }
 
@@ -317,7 +323,11 @@ impl Ctx {
                 let (name, instance, exits) = (m.name.clone(), m.instance, self.exits.clone());
                 tokio::spawn(async move {
                     let exit = watcher.exited().await;
-                    let _ = exits.send(Exited { name, instance, exit });
+                    let _ = exits.send(Exited {
+                        name,
+                        instance,
+                        exit,
+                    });
                 });
                 m.exit_code = 0;
                 m.life = Life::Running(handle);
@@ -461,7 +471,10 @@ impl Agent {
 
     /// Bring one module in line with `desired`; an error is a failure to apply its definition.
     async fn reconcile_module(&mut self, name: &str, desired: &ModuleConfig) -> Result<(), String> {
-        let change = self.modules.get(name).map(|m| desired.change_from(&m.config));
+        let change = self
+            .modules
+            .get(name)
+            .map(|m| desired.change_from(&m.config));
         match change {
             None | Some(ModuleChange::Definition) => self.replace(name, desired).await?,
             Some(ModuleChange::Policy | ModuleChange::DesiredStatus) => {
@@ -525,7 +538,10 @@ impl Agent {
         let log = self.log_for(name);
         match prepared {
             Err(why) => {
-                log.push(Stream::Runtime, format!("cannot apply the deployment: {why}"));
+                log.push(
+                    Stream::Runtime,
+                    format!("cannot apply the deployment: {why}"),
+                );
                 match self.modules.get_mut(name) {
                     Some(m) if m.handle().is_some() => {
                         m.failed_update = Some((desired.clone(), why.clone()));
@@ -545,7 +561,10 @@ impl Agent {
                 if let Some(mut old) = self.modules.remove(name) {
                     self.ctx.stop(&mut old, "its definition changed").await;
                 }
-                log.push(Stream::Runtime, format!("deployed (version {:?})", desired.version));
+                log.push(
+                    Stream::Runtime,
+                    format!("deployed (version {:?})", desired.version),
+                );
                 let mut m = Module::new(name, desired.clone(), spec, log);
                 m.image_hash = prepared.image_hash;
                 self.modules.insert(name.to_owned(), m);

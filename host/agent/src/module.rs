@@ -91,12 +91,17 @@ impl Module {
                     let wait = due
                         .and_then(|due| due.duration_since(now).ok())
                         .map_or(String::new(), |d| format!(", next start in {}", human(d)));
-                    format!("backing off after exit {}: {}{wait}", exit.code, exit.description)
+                    format!(
+                        "backing off after exit {}: {}{wait}",
+                        exit.code, exit.description
+                    )
                 }
-                RuntimeStatus::Failed if self.restart_count >= manager.max_restart_count() => format!(
-                    "failed after {} restarts; last exit {}: {}",
-                    self.restart_count, exit.code, exit.description
-                ),
+                RuntimeStatus::Failed if self.restart_count >= manager.max_restart_count() => {
+                    format!(
+                        "failed after {} restarts; last exit {}: {}",
+                        self.restart_count, exit.code, exit.description
+                    )
+                }
                 _ => format!("exited {}: {}", exit.code, exit.description),
             },
         }

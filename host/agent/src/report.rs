@@ -62,13 +62,19 @@ fn system_module(config: &ModuleConfig, agent: bool, started: SystemTime) -> Val
     m.insert("type".into(), config.module_type.as_str().into());
     if !agent {
         m.insert("status".into(), "running".into());
-        m.insert("restartPolicy".into(), config.restart_policy.as_str().into());
+        m.insert(
+            "restartPolicy".into(),
+            config.restart_policy.as_str().into(),
+        );
         m.insert("restartCount".into(), 0.into());
         m.insert("lastRestartTimeUtc".into(), time(Some(started)));
     } else {
         m.insert("startupOrder".into(), 0.into());
     }
-    m.insert("imagePullPolicy".into(), config.image_pull_policy.as_str().into());
+    m.insert(
+        "imagePullPolicy".into(),
+        config.image_pull_policy.as_str().into(),
+    );
     m.insert("runtimeStatus".into(), "running".into());
     m.insert("statusDescription".into(), "running".into());
     m.insert("exitCode".into(), 0.into());
@@ -87,14 +93,23 @@ fn module(module: &Module, manager: &RestartPolicyManager, now: SystemTime) -> V
     }
     m.insert("status".into(), c.status.as_str().into());
     m.insert("restartPolicy".into(), c.restart_policy.as_str().into());
-    m.insert("imagePullPolicy".into(), c.image_pull_policy.as_str().into());
+    m.insert(
+        "imagePullPolicy".into(),
+        c.image_pull_policy.as_str().into(),
+    );
     if c.startup_order != verge_manifest::DEFAULT_STARTUP_ORDER {
         m.insert("startupOrder".into(), c.startup_order.into());
     }
     m.insert("env".into(), env(c));
     m.insert("settings".into(), settings(c, module.image_hash.as_deref()));
-    m.insert("runtimeStatus".into(), module.runtime_status(manager).as_str().into());
-    m.insert("statusDescription".into(), module.status_description(manager, now).into());
+    m.insert(
+        "runtimeStatus".into(),
+        module.runtime_status(manager).as_str().into(),
+    );
+    m.insert(
+        "statusDescription".into(),
+        module.status_description(manager, now).into(),
+    );
     m.insert("exitCode".into(), module.exit_code.into());
     m.insert("lastStartTimeUtc".into(), time(module.last_start));
     m.insert("lastExitTimeUtc".into(), time(module.last_exit));
@@ -127,7 +142,10 @@ pub fn reported(input: &ReportInput<'_>) -> Map<String, Value> {
             "commit": input.version.commit,
         }),
     );
-    r.insert("lastDesiredVersion".into(), input.last_desired_version.into());
+    r.insert(
+        "lastDesiredVersion".into(),
+        input.last_desired_version.into(),
+    );
     r.insert(
         "lastDesiredStatus".into(),
         json!({ "code": u16::from(input.status.0), "description": input.status.1 }),

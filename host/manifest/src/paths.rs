@@ -68,7 +68,12 @@ mod tests {
             "e": {"type": "WASM", "settings": {"image": "../up/e.wasm"}}
         }}}}});
         assert_eq!(resolve_local_images(&mut m, Path::new("/base/dir")), 2);
-        let image = |n: &str| m.pointer(&format!("/modulesContent/$edgeAgent/properties.desired/modules/{n}/settings/image")).cloned();
+        let image = |n: &str| {
+            m.pointer(&format!(
+                "/modulesContent/$edgeAgent/properties.desired/modules/{n}/settings/image"
+            ))
+            .cloned()
+        };
         assert_eq!(image("a"), Some(json!("/base/dir/./a.wasm")));
         assert_eq!(image("b"), Some(json!("/abs/b.wasm")));
         assert_eq!(image("c"), Some(json!("./not-mine.wasm")));

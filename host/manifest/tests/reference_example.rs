@@ -1,6 +1,9 @@
 //! The complete example manifest of the reference study (iotedge.md §1.5), copied verbatim into
 //! `tests/fixtures/iotedge_reference_example.json`: it parses, and it round-trips.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use verge_manifest::{
     DEFAULT_STARTUP_ORDER, Deployment, ImagePullPolicy, RestartPolicy, SchemaVersion,

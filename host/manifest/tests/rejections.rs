@@ -1,6 +1,9 @@
 //! Table of rejected deployments: each case breaks one thing in a valid manifest and states the
 //! status code, the twin that reports it, and text the description must contain.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use verge_manifest::{Deployment, DeploymentError, ErrorOrigin, StatusCode};
 

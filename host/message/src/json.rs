@@ -121,7 +121,12 @@ fn to_map(json: &Map<String, Value>) -> Result<PropertyMap, DocError> {
 
 fn from_map(map: &PropertyMap) -> Map<String, Value> {
     map.iter()
-        .map(|(k, v)| (k.to_owned(), v.map_or(Value::Null, |v| Value::String(v.to_owned()))))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.map_or(Value::Null, |v| Value::String(v.to_owned())),
+            )
+        })
         .collect()
 }
 
@@ -157,7 +162,10 @@ impl MessageDoc {
         } else if let Ok(text) = std::str::from_utf8(bytes) {
             (Value::String(text.to_owned()), Some(BodyEncoding::Utf8))
         } else {
-            (Value::String(BASE64.encode(bytes)), Some(BodyEncoding::Base64))
+            (
+                Value::String(BASE64.encode(bytes)),
+                Some(BodyEncoding::Base64),
+            )
         };
         Self {
             properties: from_map(message.properties()),

@@ -44,8 +44,7 @@ impl PropertyMap {
 
     /// `None` if `name` is absent, `Some(None)` if present with a null value.
     pub fn lookup(&self, name: &str) -> Option<Option<&str>> {
-        self.position(name)
-            .map(|i| self.entries[i].1.as_deref())
+        self.position(name).map(|i| self.entries[i].1.as_deref())
     }
 
     /// Whether `name` is present (null or not).

@@ -13,7 +13,9 @@ struct Civil {
 }
 
 fn civil(t: SystemTime) -> Civil {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     let secs = since.as_secs() as i64;
     let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since the epoch (Howard Hinnant's algorithm).

@@ -17,7 +17,9 @@ use crate::api::ApiError;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers on the socket.
-    #[error("cannot reach the Verge daemon at {socket}: {source} (is `verge run` running with this data directory?)")]
+    #[error(
+        "cannot reach the Verge daemon at {socket}: {source} (is `verge run` running with this data directory?)"
+    )]
     Connect {
         /// The socket tried.
         socket: PathBuf,
@@ -61,12 +63,13 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http)?;
@@ -85,7 +88,12 @@ impl Client {
 
     async fn read(response: Response<Incoming>) -> Result<(StatusCode, Bytes), ClientError> {
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(http)?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
         Ok((status, body))
     }
 
@@ -108,13 +116,21 @@ impl Client {
         serde_json::from_slice(&body).map_err(http)
     }
 
-    async fn post_raw<B: Serialize>(&self, path: &str, body: &B) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn post_raw<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let payload = serde_json::to_vec(body).map_err(http)?;
         Self::read(self.send(Method::POST, path, Some(payload)).await?).await
     }
 
     /// `POST path` with a JSON body; the decoded answer, or the daemon's error.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = self.post_raw(path, body).await?;
         if !status.is_success() {
             return Err(Self::api_error(status, &bytes));

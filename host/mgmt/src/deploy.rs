@@ -63,7 +63,10 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
         Err(e) => return refused(e.code, e.description),
     };
     if let Err(e) = verge_hub::config::compile(&deployment.hub) {
-        return refused(StatusCode::ConfigFormatError, format!("{HUB_ERROR_PREFIX}{e}"));
+        return refused(
+            StatusCode::ConfigFormatError,
+            format!("{HUB_ERROR_PREFIX}{e}"),
+        );
     }
     let twins = &services.twins;
     let mut module_twins = Vec::new();
@@ -79,9 +82,15 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
     }
     let agent_desired = desired_of(manifest, EDGE_AGENT_TWIN).unwrap_or_default();
     let hub_desired = desired_of(manifest, EDGE_HUB_TWIN).unwrap_or_default();
-    for (id, doc) in [(EDGE_AGENT_TWIN, &agent_desired), (EDGE_HUB_TWIN, &hub_desired)] {
+    for (id, doc) in [
+        (EDGE_AGENT_TWIN, &agent_desired),
+        (EDGE_HUB_TWIN, &hub_desired),
+    ] {
         if let Err(e) = verge_twin::TwinStore::check_desired(doc) {
-            return refused(StatusCode::ConfigFormatError, format!("{id} desired properties: {e}"));
+            return refused(
+                StatusCode::ConfigFormatError,
+                format!("{id} desired properties: {e}"),
+            );
         }
     }
 
@@ -93,7 +102,12 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
     }
     let set = twins
         .set_desired(EDGE_HUB_TWIN, hub_desired)
-        .and_then(|hub_version| Ok((hub_version, twins.set_desired(EDGE_AGENT_TWIN, agent_desired)?)));
+        .and_then(|hub_version| {
+            Ok((
+                hub_version,
+                twins.set_desired(EDGE_AGENT_TWIN, agent_desired)?,
+            ))
+        });
     let (hub_version, version) = match set {
         Ok(versions) => versions,
         Err(e) => return refused(StatusCode::ConfigFormatError, e.to_string()),
@@ -102,7 +116,11 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
         tracing::warn!(error = %e, "could not save the deployment; a restart will not restore it");
     }
     wait_for_hub(services, hub_version).await;
-    match services.agent.acted_on(version, services.deploy_timeout).await {
+    match services
+        .agent
+        .acted_on(version, services.deploy_timeout)
+        .await
+    {
         Some(status) => DeployReport {
             code: status.code,
             description: status.description.clone(),
@@ -125,7 +143,8 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
 
 async fn wait_for_hub(services: &Services, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while verge_hub::config::reported_status(&services.twins).0 < version && Instant::now() < deadline
+    while verge_hub::config::reported_status(&services.twins).0 < version
+        && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -43,7 +43,9 @@ impl Body for Lines {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|line| line.map(|b| Ok(Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -91,7 +93,11 @@ fn percent_decode(segment: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
@@ -123,10 +129,19 @@ async fn read_json(req: Request<Incoming>) -> Result<serde_json::Value, Answer> 
     let bytes = limited
         .collect()
         .await
-        .map_err(|e| error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the request: {e}")))?
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the request: {e}"),
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the request is not JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the request is not JSON: {e}"),
+        )
+    })
 }
 
 fn log_entry(l: &LogLine) -> crate::api::LogEntry {
@@ -187,7 +202,9 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
         (Method::GET, ["modules", name, "logs"]) => logs(&services, name, &query(&req)),
         (Method::POST, ["modules", name, "restart"]) => match services.agent.restart(name).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e @ verge_agent::AgentError::NoSuchModule(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+            Err(e @ verge_agent::AgentError::NoSuchModule(_)) => {
+                error(StatusCode::NOT_FOUND, e.to_string())
+            }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         (Method::POST, ["modules", name, "methods"]) => {
@@ -217,7 +234,10 @@ fn logs(services: &Services, name: &str, query: &HashMap<String, String>) -> Ans
                 return;
             }
         }
-        while follow {
+        if !follow {
+            return;
+        }
+        loop {
             match follower.recv().await {
                 Ok(l) => {
                     if tx.send(line(&log_entry(&l))).await.is_err() {
@@ -284,7 +304,12 @@ fn monitor(services: &Services, query: &HashMap<String, String>) -> Answer {
 async fn invoke(services: &Services, module: &str, body: serde_json::Value) -> Answer {
     let request: MethodRequest = match serde_json::from_value(body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a method request: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not a method request: {e}"),
+            );
+        }
     };
     let timeout = Duration::from_secs(request.response_timeout_in_seconds.unwrap_or(30));
     let who = Identity::module(services.hub.device_id(), module);
@@ -304,7 +329,8 @@ async fn invoke(services: &Services, module: &str, body: serde_json::Value) -> A
             },
         ),
         Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             error(status, e.to_string())
         }
     }

@@ -5,6 +5,9 @@
 //! The file is found through `$VERGE_CONFORMANCE_DIR` (the `iotedge` folder or its parent), else
 //! at `<CARGO_MANIFEST_DIR>/../../../shared/conformance/iotedge`. A missing file fails the test.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

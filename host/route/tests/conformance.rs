@@ -7,6 +7,9 @@
 //! One `*_counts` test per file checks that the number of cases run equals the file's `counts`,
 //! so no case can be skipped silently.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

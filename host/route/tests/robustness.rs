@@ -1,6 +1,9 @@
 //! No input makes parsing, compiling or evaluating panic: every condition and route from the
 //! vectors, every prefix of them, and deterministic random mutations.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use serde_json::Value as Json;

@@ -262,7 +262,12 @@ mod tests {
         let store = TwinStore::new();
         assert_eq!(store.desired("m"), json!({"$version": 0}));
         assert_eq!(store.set_desired("m", obj(json!({"a": 1}))).unwrap(), 1);
-        assert_eq!(store.set_desired("m", obj(json!({"a": 1, "$version": 9}))).unwrap(), 1);
+        assert_eq!(
+            store
+                .set_desired("m", obj(json!({"a": 1, "$version": 9})))
+                .unwrap(),
+            1
+        );
         assert_eq!(store.set_desired("m", obj(json!({"a": 2}))).unwrap(), 2);
         assert_eq!(store.desired("m"), json!({"a": 2, "$version": 2}));
     }
@@ -270,11 +275,18 @@ mod tests {
     #[tokio::test]
     async fn watchers_get_the_diff_as_a_patch() {
         let store = TwinStore::new();
-        store.set_desired("m", obj(json!({"a": 1, "b": {"c": 1, "d": 2}}))).unwrap();
+        store
+            .set_desired("m", obj(json!({"a": 1, "b": {"c": 1, "d": 2}})))
+            .unwrap();
         let mut watch = store.watch_desired("m");
-        store.set_desired("m", obj(json!({"b": {"c": 1, "d": 3}, "e": true}))).unwrap();
+        store
+            .set_desired("m", obj(json!({"b": {"c": 1, "d": 3}, "e": true})))
+            .unwrap();
         let patch = watch.changed(&store).await.unwrap();
-        assert_eq!(*patch, json!({"a": null, "b": {"d": 3}, "e": true, "$version": 2}));
+        assert_eq!(
+            *patch,
+            json!({"a": null, "b": {"d": 3}, "e": true, "$version": 2})
+        );
     }
 
     #[tokio::test]
@@ -292,11 +304,20 @@ mod tests {
     #[test]
     fn reported_patches_merge_and_bad_ones_change_nothing() {
         let store = TwinStore::new();
-        store.patch_reported("m", &obj(json!({"a": 1, "b": {"c": 2}}))).unwrap();
-        let v = store.patch_reported("m", &obj(json!({"a": null, "b": {"d": 3}}))).unwrap();
+        store
+            .patch_reported("m", &obj(json!({"a": 1, "b": {"c": 2}})))
+            .unwrap();
+        let v = store
+            .patch_reported("m", &obj(json!({"a": null, "b": {"d": 3}})))
+            .unwrap();
         assert_eq!(v, 2);
-        assert_eq!(store.reported("m"), json!({"b": {"c": 2, "d": 3}, "$version": 2}));
-        let err = store.patch_reported("m", &obj(json!({"bad key": 1}))).unwrap_err();
+        assert_eq!(
+            store.reported("m"),
+            json!({"b": {"c": 2, "d": 3}, "$version": 2})
+        );
+        let err = store
+            .patch_reported("m", &obj(json!({"bad key": 1})))
+            .unwrap_err();
         assert!(err.to_string().contains("bad key"), "{err}");
         assert_eq!(store.reported("m")[VERSION_KEY], json!(2));
     }

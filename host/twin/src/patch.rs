@@ -64,7 +64,10 @@ mod tests {
         let cases = [
             (json!({}), json!({"a": 1})),
             (json!({"a": 1}), json!({})),
-            (json!({"a": {"b": 1, "c": [1, 2]}}), json!({"a": {"c": [2]}, "d": null})),
+            (
+                json!({"a": {"b": 1, "c": [1, 2]}}),
+                json!({"a": {"c": [2]}, "d": null}),
+            ),
             (json!({"a": {"b": 1}}), json!({"a": 5})),
             (json!({"a": 5}), json!({"a": {"b": {"c": 1}}})),
         ];

@@ -18,7 +18,9 @@ pub enum TwinError {
     #[error("twin properties must be a JSON object")]
     NotAnObject,
     /// A key IoT Hub would refuse.
-    #[error("property name {0:?} is not allowed (at most 1 KB, no control characters, '.', '$' or spaces)")]
+    #[error(
+        "property name {0:?} is not allowed (at most 1 KB, no control characters, '.', '$' or spaces)"
+    )]
     BadKey(String),
     /// Objects nested too deep.
     #[error("properties are nested deeper than {MAX_DEPTH} levels")]
@@ -98,8 +100,13 @@ mod tests {
         }
         assert_eq!(keys(&obj(deep)), Err(TwinError::TooDeep));
         let long = "x".repeat(5000);
-        assert!(matches!(keys(&obj(json!({"k": long}))), Err(TwinError::ValueTooLong(_))));
-        let big: Map<String, Value> = (0..20).map(|i| (format!("k{i}"), json!("y".repeat(2000)))).collect();
+        assert!(matches!(
+            keys(&obj(json!({"k": long}))),
+            Err(TwinError::ValueTooLong(_))
+        ));
+        let big: Map<String, Value> = (0..20)
+            .map(|i| (format!("k{i}"), json!("y".repeat(2000))))
+            .collect();
         assert!(matches!(document(&big), Err(TwinError::TooLarge(_))));
     }
 }

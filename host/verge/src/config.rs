@@ -158,7 +158,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("configuration {} is not valid", path.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("configuration {} is not valid", path.display()))
     }
 
     /// The data directory: `override_dir`, else the file's `data_dir`, else `./.verge`.

@@ -31,7 +31,10 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("another verge daemon is running with the data directory {}", dir.display())
+            bail!(
+                "another verge daemon is running with the data directory {}",
+                dir.display()
+            )
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e).context("cannot lock the data directory"),
     }
@@ -39,10 +42,10 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
 
 /// Read a manifest file and make its relative component paths absolute.
 pub fn read_manifest(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut manifest: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let base = path
         .canonicalize()
         .ok()
@@ -74,8 +77,13 @@ async fn shutdown_signal() {
     }
 }
 
-/// Run the daemon until a signal.
-pub async fn run(config: Config, data_dir: PathBuf, deployment: Option<PathBuf>) -> anyhow::Result<()> {
+/// Run the daemon until a signal. The management API opens once the startup deployment (the one
+/// given, else the saved one) is applied, so that the first `verge list` shows it.
+pub async fn run(
+    config: Config,
+    data_dir: PathBuf,
+    deployment: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data_dir)?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     let hub = Hub::new(HubOptions {
@@ -86,11 +94,20 @@ pub async fn run(config: Config, data_dir: PathBuf, deployment: Option<PathBuf>)
         },
     });
     let twins = Arc::new(TwinStore::new());
-    let wasm = WasmRuntime::new(config.wasm_options(&data_dir)).context("starting the wasm runtime")?;
+    let wasm =
+        WasmRuntime::new(config.wasm_options(&data_dir)).context("starting the wasm runtime")?;
     tracing::info!(pooling = wasm.pooling(), "wasm runtime ready");
     let runtimes: Vec<Arc<dyn ModuleRuntime>> = vec![Arc::new(wasm)];
-    let agent = verge_agent::spawn(config.agent_options()?, runtimes, Arc::clone(&hub), Arc::clone(&twins));
-    tokio::spawn(verge_hub::config::serve(Arc::clone(&hub), Arc::clone(&twins)));
+    let agent = verge_agent::spawn(
+        config.agent_options()?,
+        runtimes,
+        Arc::clone(&hub),
+        Arc::clone(&twins),
+    );
+    tokio::spawn(verge_hub::config::serve(
+        Arc::clone(&hub),
+        Arc::clone(&twins),
+    ));
 
     let services = Services {
         hub,
@@ -99,22 +116,15 @@ pub async fn run(config: Config, data_dir: PathBuf, deployment: Option<PathBuf>)
         data_dir: data_dir.clone(),
         deploy_timeout: Duration::from_secs(config.agent.deploy_timeout_secs),
     };
-    let socket = data_dir.join(verge_mgmt::SOCKET);
-    let server = tokio::spawn({
-        let services = services.clone();
-        let socket = socket.clone();
-        async move { verge_mgmt::server::serve(services, &socket).await }
-    });
-    tracing::info!(device = %config.device_id, data_dir = %data_dir.display(), "verge is running");
-
     let startup = match deployment {
         Some(path) => Some((read_manifest(&path)?, path.display().to_string())),
         None => {
             let saved = verge_mgmt::deploy::saved_path(&data_dir);
             match std::fs::read_to_string(&saved) {
                 Ok(text) => Some((
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("the saved deployment {} is damaged", saved.display()))?,
+                    serde_json::from_str(&text).with_context(|| {
+                        format!("the saved deployment {} is damaged", saved.display())
+                    })?,
                     format!("{} (saved)", saved.display()),
                 )),
                 Err(_) => None,
@@ -127,11 +137,25 @@ pub async fn run(config: Config, data_dir: PathBuf, deployment: Option<PathBuf>)
             200 => tracing::info!(version = report.version, %from, "deployment applied"),
             _ if report.version == 0 => {
                 agent.shutdown().await;
-                bail!("the deployment {from} was refused ({}): {}", report.code, report.description)
+                bail!(
+                    "the deployment {from} was refused ({}): {}",
+                    report.code,
+                    report.description
+                )
             }
-            code => tracing::warn!(code, %from, description = %report.description, "deployment applied with errors"),
+            code => {
+                tracing::warn!(code, %from, description = %report.description, "deployment applied with errors")
+            }
         }
     }
+
+    let socket = data_dir.join(verge_mgmt::SOCKET);
+    let server = tokio::spawn({
+        let services = services.clone();
+        let socket = socket.clone();
+        async move { verge_mgmt::server::serve(services, &socket).await }
+    });
+    tracing::info!(device = %config.device_id, data_dir = %data_dir.display(), "verge is running");
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),

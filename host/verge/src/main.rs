@@ -159,7 +159,10 @@ fn main() -> ExitCode {
         None => config::Config::default(),
     };
     let data_dir = config.data_dir(cli.data_dir.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -169,9 +172,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let client = || verge_mgmt::client::Client::new(&data_dir.join(verge_mgmt::SOCKET));
         match cli.command {
-            Command::Run { deployment } => {
-                daemon::run(config, data_dir.clone(), deployment).await.map(|()| ExitCode::SUCCESS)
-            }
+            Command::Run { deployment } => daemon::run(config, data_dir.clone(), deployment)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Deploy { file } => cli::deploy(&client(), &file).await,
             Command::List { json } => cli::list(&client(), json).await,
             Command::Logs {

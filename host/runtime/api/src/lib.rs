@@ -134,7 +134,8 @@ pub trait ModuleRuntime: Send + Sync + 'static {
     /// Check the module and fetch or compile what it needs, so that `start` is fast. Called on
     /// deployment, before anything is stopped, so a module that cannot run is reported without
     /// disturbing the running one.
-    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<Prepared, RuntimeError>>;
+    fn prepare<'a>(&'a self, spec: &'a ModuleSpec)
+    -> BoxFuture<'a, Result<Prepared, RuntimeError>>;
 
     /// Start the module. Returns once it runs (for wasm: instantiated and `init` returned).
     fn start<'a>(
@@ -248,7 +249,10 @@ mod tests {
         });
         assert!(handle.exit().is_none());
         let exit = handle.stop(Duration::from_secs(3)).await;
-        assert_eq!((exit.code, exit.description.as_str()), (0, "stopped within 3s"));
+        assert_eq!(
+            (exit.code, exit.description.as_str()),
+            (0, "stopped within 3s")
+        );
         runtime.await.unwrap();
         assert_eq!(handle.exit().unwrap().code, 0);
     }

@@ -67,7 +67,10 @@ impl ModuleLog {
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
-        self.inner.ring.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Append a line.
@@ -105,7 +108,10 @@ impl ModuleLog {
     }
 
     /// The tail and a follower, taken together so that no line falls between them.
-    pub fn tail_and_follow(&self, n: Option<usize>) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+    pub fn tail_and_follow(
+        &self,
+        n: Option<usize>,
+    ) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let ring = self.ring();
         let follower = self.inner.follow.subscribe();
         let skip = n.map_or(0, |n| ring.lines.len().saturating_sub(n));

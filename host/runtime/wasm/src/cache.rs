@@ -71,7 +71,11 @@ impl ComponentCache {
     }
 
     /// Load the component at `path`, compiling it if this content was never compiled.
-    pub async fn load(self: &Arc<Self>, engine: &Engine, path: &Path) -> Result<Loaded, RuntimeError> {
+    pub async fn load(
+        self: &Arc<Self>,
+        engine: &Engine,
+        path: &Path,
+    ) -> Result<Loaded, RuntimeError> {
         let bytes = tokio::fs::read(path).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => RuntimeError::NotFound(path.display().to_string()),
             _ => RuntimeError::Failed(format!("cannot read {}: {e}", path.display())),
@@ -89,9 +93,10 @@ impl ComponentCache {
         let this = Arc::clone(self);
         let engine = engine.clone();
         let key = digest.clone();
-        let component = tokio::task::spawn_blocking(move || this.load_blocking(&engine, &key, &bytes))
-            .await
-            .map_err(|e| RuntimeError::Failed(format!("compiling failed: {e}")))??;
+        let component =
+            tokio::task::spawn_blocking(move || this.load_blocking(&engine, &key, &bytes))
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("compiling failed: {e}")))??;
         self.loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -99,7 +104,12 @@ impl ComponentCache {
         Ok(Loaded { component, digest })
     }
 
-    fn load_blocking(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+    fn load_blocking(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, RuntimeError> {
         let file = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
         if file.exists() {
             // SAFETY: the file was written by `compile_to` below from a component this engine

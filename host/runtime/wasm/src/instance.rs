@@ -27,7 +27,9 @@ use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx};
 
-use crate::bindings::exports::verge::module::handlers::{InputError, MethodResponse as GuestResponse};
+use crate::bindings::exports::verge::module::handlers::{
+    InputError, MethodResponse as GuestResponse,
+};
 use crate::bindings::{Module, ModulePre};
 use crate::engine::TICK;
 use crate::host::{CallLimits, Host, MemoryCap, TimerRequest};
@@ -62,14 +64,18 @@ impl Failure {
     fn exit(&self, during: &str) -> Exit {
         match self {
             Self::Trap(msg) => Exit::new(EXIT_TRAP, format!("trapped in {during}: {msg}")),
-            Self::Deadline(limit) => {
-                Exit::new(EXIT_DEADLINE, format!("{during} overran its deadline of {limit:?}"))
-            }
+            Self::Deadline(limit) => Exit::new(
+                EXIT_DEADLINE,
+                format!("{during} overran its deadline of {limit:?}"),
+            ),
             Self::Memory(limit) => Exit::new(
                 EXIT_MEMORY,
                 format!("{during} hit the memory limit of {limit} bytes"),
             ),
-            Self::Exit(code) => Exit::new(i64::from(*code), format!("exited with code {code} in {during}")),
+            Self::Exit(code) => Exit::new(
+                i64::from(*code),
+                format!("exited with code {code} in {during}"),
+            ),
         }
     }
 }
@@ -127,7 +133,10 @@ pub(crate) async fn start(
             tokio::spawn(instance.run(control, consumer, methods, desired));
         }
         Err(exit) => {
-            log.push(Stream::Runtime, format!("failed to start: {}", exit.description));
+            log.push(
+                Stream::Runtime,
+                format!("failed to start: {}", exit.description),
+            );
             control.exited(exit);
         }
     }
@@ -141,7 +150,11 @@ impl Instance {
         context: ModuleContext,
         setup: Setup,
     ) -> Result<Self, Exit> {
-        let Setup { pre, options, limits } = setup;
+        let Setup {
+            pre,
+            options,
+            limits,
+        } = setup;
         let mut env = context.environment(spec);
         env.extend(options.env.iter().cloned());
         let mut wasi = WasiCtx::builder();
@@ -182,7 +195,8 @@ impl Instance {
             .map_err(|e| Exit::new(EXIT_INIT_ERROR, format!("cannot link the component: {e:#}")))?;
         store.data_mut().begin_call(init_timeout);
         store.set_epoch_deadline(1);
-        let instantiated = tokio::time::timeout(init_timeout + TICK * 5, pre.instantiate_async(&mut store)).await;
+        let instantiated =
+            tokio::time::timeout(init_timeout + TICK * 5, pre.instantiate_async(&mut store)).await;
         let module = match instantiated {
             Err(_) => return Err(Failure::Deadline(init_timeout).exit("instantiation")),
             Ok(Err(e)) => return Err(classify(e, store.data(), init_timeout).exit("instantiation")),
@@ -194,7 +208,9 @@ impl Instance {
             call_timeout: options.call_timeout,
         };
         let init = instance
-            .call(init_timeout, async |m, s| m.verge_module_handlers().call_init(s).await)
+            .call(init_timeout, async |m, s| {
+                m.verge_module_handlers().call_init(s).await
+            })
             .await;
         match init {
             Err(failure) => Err(failure.exit("init")),
@@ -304,7 +320,10 @@ impl Instance {
         } else {
             Exit::new(0, "stopped")
         };
-        self.log(Stream::Runtime, format!("exited ({}): {}", exit.code, exit.description));
+        self.log(
+            Stream::Runtime,
+            format!("exited ({}): {}", exit.code, exit.description),
+        );
         // Dropping the consumer returns an input that was being handled to the queue.
         drop(consumer);
         control.exited(exit);
@@ -314,7 +333,9 @@ impl Instance {
         let (name, payload) = (call.name.clone(), call.payload.clone());
         let result = self
             .call(self.call_timeout, async |m, s| {
-                m.verge_module_handlers().call_invoke_method(s, &name, &payload).await
+                m.verge_module_handlers()
+                    .call_invoke_method(s, &name, &payload)
+                    .await
             })
             .await;
         match result {
@@ -324,13 +345,19 @@ impl Instance {
             }
             Ok(Err(e)) => {
                 let payload = serde_json::json!({ "message": format!("{e:?}") }).to_string();
-                call.respond(MethodResponse { status: 500, payload });
+                call.respond(MethodResponse {
+                    status: 500,
+                    payload,
+                });
                 Ok(false)
             }
             Err(failure) => {
                 let exit = failure.exit(&format!("method {name}"));
                 let payload = serde_json::json!({ "message": exit.description }).to_string();
-                call.respond(MethodResponse { status: 500, payload });
+                call.respond(MethodResponse {
+                    status: 500,
+                    payload,
+                });
                 Err(exit)
             }
         }
@@ -339,7 +366,11 @@ impl Instance {
     async fn desired_changed(&mut self, patch: &serde_json::Value) -> Result<bool, Exit> {
         let text = patch.to_string();
         let result = self
-            .call(self.call_timeout, async |m, s| m.verge_module_handlers().call_desired_changed(s, &text).await)
+            .call(self.call_timeout, async |m, s| {
+                m.verge_module_handlers()
+                    .call_desired_changed(s, &text)
+                    .await
+            })
             .await
             .map_err(|f| f.exit("desired-changed"))?;
         Ok(result
@@ -360,7 +391,11 @@ impl Instance {
             consumer.ack(entry.seq);
             return Ok(Handled::Done);
         }
-        let guest = GuestMessage::received(Arc::clone(&entry.message), entry.input.clone(), entry.enqueued);
+        let guest = GuestMessage::received(
+            Arc::clone(&entry.message),
+            entry.input.clone(),
+            entry.enqueued,
+        );
         let handle = self
             .store
             .data_mut()
@@ -368,19 +403,29 @@ impl Instance {
             .push(guest)
             .map_err(|e| Exit::new(EXIT_TRAP, format!("resource table: {e}")))?;
         let result = self
-            .call(self.call_timeout, async |m, s| m.verge_module_handlers().call_handle_input(s, &input, handle).await)
+            .call(self.call_timeout, async |m, s| {
+                m.verge_module_handlers()
+                    .call_handle_input(s, &input, handle)
+                    .await
+            })
             .await
             .map_err(|f| f.exit(&format!("handle-input({input})")))?;
         match result {
             Ok(()) => Ok(Handled::Committed(consumer.ack_token(entry.seq))),
             Err(InputError::Reject(reason)) => {
-                self.log(Stream::Stderr, format!("rejected a message on {input:?}: {reason}"));
+                self.log(
+                    Stream::Stderr,
+                    format!("rejected a message on {input:?}: {reason}"),
+                );
                 self.store.data_mut().outbox.clear();
                 consumer.ack(entry.seq);
                 Ok(Handled::Done)
             }
             Err(InputError::Retry(reason)) => {
-                self.log(Stream::Stderr, format!("will retry a message on {input:?}: {reason}"));
+                self.log(
+                    Stream::Stderr,
+                    format!("will retry a message on {input:?}: {reason}"),
+                );
                 self.store.data_mut().outbox.clear();
                 consumer.nack(entry.seq);
                 Ok(Handled::Retry)

@@ -105,8 +105,8 @@ fn failed(what: &str) -> impl FnOnce(wasmtime::Error) -> RuntimeError + '_ {
 impl WasmRuntime {
     /// Build the engine, linker and cache.
     pub fn new(options: WasmOptions) -> Result<Self, RuntimeError> {
-        let (engine, pooling) =
-            engine::build(options.max_modules, options.max_memory_bytes).map_err(failed("wasm engine"))?;
+        let (engine, pooling) = engine::build(options.max_modules, options.max_memory_bytes)
+            .map_err(failed("wasm engine"))?;
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed("linking WASI"))?;
         message::add_to_linker(&mut linker).map_err(failed("linking verge:module/types"))?;
@@ -122,7 +122,10 @@ impl WasmRuntime {
         wasmtime_wasi_config::add_to_linker(&mut linker, |h| WasiConfig::from(&h.config))
             .map_err(failed("linking wasi:config"))?;
         let cache = ComponentCache::new(options.cache_dir.clone(), &engine).map_err(|e| {
-            RuntimeError::Failed(format!("component cache {}: {e}", options.cache_dir.display()))
+            RuntimeError::Failed(format!(
+                "component cache {}: {e}",
+                options.cache_dir.display()
+            ))
         })?;
         let ticker = engine::EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError::Failed(format!("epoch ticker: {e}")))?;
@@ -144,8 +147,9 @@ impl WasmRuntime {
     }
 
     fn module_options(&self, spec: &ModuleSpec) -> Result<ModuleOptions, RuntimeError> {
-        let options = ModuleOptions::parse(spec.create_options.as_ref(), &self.shared.options.defaults)
-            .map_err(RuntimeError::Invalid)?;
+        let options =
+            ModuleOptions::parse(spec.create_options.as_ref(), &self.shared.options.defaults)
+                .map_err(RuntimeError::Invalid)?;
         let ceiling = self.shared.options.max_memory_bytes;
         if options.memory_limit > ceiling {
             return Err(RuntimeError::Invalid(format!(
@@ -156,7 +160,10 @@ impl WasmRuntime {
         Ok(options)
     }
 
-    async fn instance_pre(&self, spec: &ModuleSpec) -> Result<(InstancePre<Host>, String), RuntimeError> {
+    async fn instance_pre(
+        &self,
+        spec: &ModuleSpec,
+    ) -> Result<(InstancePre<Host>, String), RuntimeError> {
         let loaded = self
             .shared
             .cache
@@ -177,7 +184,10 @@ impl ModuleRuntime for WasmRuntime {
         "wasm"
     }
 
-    fn prepare<'a>(&'a self, spec: &'a ModuleSpec) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
+    fn prepare<'a>(
+        &'a self,
+        spec: &'a ModuleSpec,
+    ) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
         Box::pin(async move {
             self.module_options(spec)?;
             let (_, digest) = self.instance_pre(spec).await?;

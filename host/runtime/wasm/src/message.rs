@@ -63,7 +63,10 @@ pub fn system_name(p: SystemProperty) -> &'static str {
     }
 }
 
-fn get<'a>(store: &'a StoreContextMut<'_, Host>, r: &Resource<GuestMessage>) -> Result<&'a GuestMessage> {
+fn get<'a>(
+    store: &'a StoreContextMut<'_, Host>,
+    r: &Resource<GuestMessage>,
+) -> Result<&'a GuestMessage> {
     Ok(store.data().table.get(r)?)
 }
 
@@ -126,7 +129,11 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
     types.func_wrap(
         "[method]message.property",
         |store: StoreContextMut<'_, Host>, (this, name): (Resource<GuestMessage>, String)| {
-            let value = get(&store, &this)?.message.properties().get(&name).map(str::to_owned);
+            let value = get(&store, &this)?
+                .message
+                .properties()
+                .get(&name)
+                .map(str::to_owned);
             Ok((value,))
         },
     )?;
@@ -149,7 +156,9 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
         |mut store: StoreContextMut<'_, Host>,
          (this, name, value): (Resource<GuestMessage>, String, String)| {
             let m = get_mut(&mut store, &this)?;
-            Arc::make_mut(&mut m.message).properties_mut().insert(&name, &value);
+            Arc::make_mut(&mut m.message)
+                .properties_mut()
+                .insert(&name, &value);
             Ok(())
         },
     )?;
@@ -173,7 +182,11 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> Result<()> {
             let value = match name {
                 SystemProperty::InputName => m.input.as_deref().map(str::to_owned),
                 SystemProperty::EnqueuedTime => m.enqueued.map(verge_message::time::rfc3339),
-                other => m.message.system().get(system_name(other)).map(str::to_owned),
+                other => m
+                    .message
+                    .system()
+                    .get(system_name(other))
+                    .map(str::to_owned),
             };
             Ok((value,))
         },

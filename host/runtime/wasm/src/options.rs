@@ -80,10 +80,12 @@ fn wasm(value: &Value, options: &mut ModuleOptions) -> Result<(), String> {
     for (key, value) in object(value, "Wasm")? {
         match key.as_str() {
             "CallTimeoutMs" => {
-                options.call_timeout = Duration::from_millis(positive(value, "Wasm.CallTimeoutMs")?);
+                options.call_timeout =
+                    Duration::from_millis(positive(value, "Wasm.CallTimeoutMs")?);
             }
             "InitTimeoutMs" => {
-                options.init_timeout = Duration::from_millis(positive(value, "Wasm.InitTimeoutMs")?);
+                options.init_timeout =
+                    Duration::from_millis(positive(value, "Wasm.InitTimeoutMs")?);
             }
             other => return Err(unsupported(&format!("Wasm.{other}"))),
         }
@@ -97,12 +99,14 @@ fn env(value: &Value) -> Result<Vec<(String, String)>, String> {
         .ok_or("createOptions.Env must be a list of \"NAME=value\" strings")?;
     list.iter()
         .map(|item| {
-            let text = item
-                .as_str()
-                .ok_or_else(|| format!("createOptions.Env entries must be strings, found {item}"))?;
+            let text = item.as_str().ok_or_else(|| {
+                format!("createOptions.Env entries must be strings, found {item}")
+            })?;
             match text.split_once('=') {
                 Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-                _ => Err(format!("createOptions.Env entry {text:?} is not NAME=value")),
+                _ => Err(format!(
+                    "createOptions.Env entry {text:?} is not NAME=value"
+                )),
             }
         })
         .collect()
@@ -130,14 +134,20 @@ mod tests {
         assert_eq!(o.memory_limit, 1 << 20);
         assert_eq!(o.call_timeout, Duration::from_millis(250));
         assert_eq!(o.init_timeout, Duration::from_secs(10));
-        assert_eq!(o.env, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert_eq!(
+            o.env,
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
         assert_eq!(ModuleOptions::parse(None, &defaults()).unwrap(), defaults());
     }
 
     #[test]
     fn refuses_what_it_cannot_honour_by_name() {
         for (v, needle) in [
-            (json!({"HostConfig": {"Privileged": true}}), "createOptions.HostConfig.Privileged"),
+            (
+                json!({"HostConfig": {"Privileged": true}}),
+                "createOptions.HostConfig.Privileged",
+            ),
             (json!({"Cmd": ["x"]}), "createOptions.Cmd"),
             (json!({"Wasm": {"Fuel": 1}}), "createOptions.Wasm.Fuel"),
             (json!({"HostConfig": {"Memory": 0}}), "positive integer"),

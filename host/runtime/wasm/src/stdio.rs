@@ -48,9 +48,10 @@ struct LineWriter {
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        self.target
-            .log
-            .push(self.target.stream, String::from_utf8_lossy(line).into_owned());
+        self.target.log.push(
+            self.target.stream,
+            String::from_utf8_lossy(line).into_owned(),
+        );
     }
 
     fn write_bytes(&self, buf: &[u8]) {
@@ -84,7 +85,11 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }

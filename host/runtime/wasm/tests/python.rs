@@ -8,6 +8,9 @@
 //! generous for slow, loaded machines. The build itself (`build.sh`) runs once per test run and
 //! is skipped when the component is fresh.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

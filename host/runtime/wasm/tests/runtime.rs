@@ -2,6 +2,9 @@
 //! and twin store, and no agent: each test starts modules itself and checks what a user would
 //! see — messages routed, exits with the documented codes, logs, twins, methods.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +74,12 @@ impl Rig {
         }
     }
 
-    fn spec(name: &str, guest: &str, env: &[(&str, &str)], create_options: Option<Value>) -> ModuleSpec {
+    fn spec(
+        name: &str,
+        guest: &str,
+        env: &[(&str, &str)],
+        create_options: Option<Value>,
+    ) -> ModuleSpec {
         ModuleSpec {
             name: name.into(),
             kind: "wasm".into(),
@@ -103,7 +111,8 @@ impl Rig {
     /// Send `body` as if from module `from` on `output`.
     async fn inject(&self, from: &str, output: &str, body: &[u8]) -> Arc<Message> {
         let mut m = Message::new(body.to_vec()).with_system("contentType", "application/json");
-        self.hub.stamp(&Identity::module(DEVICE, from), Some(output), &mut m);
+        self.hub
+            .stamp(&Identity::module(DEVICE, from), Some(output), &mut m);
         let m = Arc::new(m);
         self.hub
             .commit(Commit {
@@ -135,32 +144,47 @@ async fn sensor_feeds_filter_and_alerts_go_upstream() {
     let rig = Rig::new(
         "quickstart",
         &[
-            ("sensorToFilter", "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")"),
-            ("filterToUpstream", "FROM /messages/modules/filter/outputs/* INTO $upstream"),
+            (
+                "sensorToFilter",
+                "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")",
+            ),
+            (
+                "filterToUpstream",
+                "FROM /messages/modules/filter/outputs/* INTO $upstream",
+            ),
         ],
         QueueLimits::default(),
     );
     let obj = |v: Value| v.as_object().unwrap().clone();
-    rig.twins.set_desired("sensor", obj(json!({"SendInterval": 0.005}))).unwrap();
-    rig.twins.set_desired("filter", obj(json!({"TemperatureThreshold": 23.0}))).unwrap();
+    rig.twins
+        .set_desired("sensor", obj(json!({"SendInterval": 0.005})))
+        .unwrap();
+    rig.twins
+        .set_desired("filter", obj(json!({"TemperatureThreshold": 23.0})))
+        .unwrap();
     let sensor = Rig::spec("sensor", "temp-sensor", &[("MessageCount", "40")], None);
     let filter = Rig::spec("filter", "filter", &[], None);
     let (_f, filter_log) = rig.start(&filter).await;
     let (_s, sensor_log) = rig.start(&sensor).await;
 
     // 40 readings climbing from 21 by [0,1) each: some end above 23.
-    let sent = wait_for("the sensor to finish", Duration::from_secs(20), || {
-        lines(&sensor_log).contains("sent all 40 messages").then_some(())
+    wait_for("the sensor to finish", Duration::from_secs(20), || {
+        lines(&sensor_log)
+            .contains("sent all 40 messages")
+            .then_some(())
     })
     .await;
-    let _ = sent;
     let upstream = wait_for("alerts upstream", Duration::from_secs(10), || {
         let q = rig.hub.queued_upstream();
         let filter_q = rig.hub.queue(&Target::Module("filter".into())).stats();
         (filter_q.queued == 0 && filter_q.delivered == 40).then_some(q)
     })
     .await;
-    assert!(!upstream.is_empty(), "no alert went upstream; filter log:\n{}", lines(&filter_log));
+    assert!(
+        !upstream.is_empty(),
+        "no alert went upstream; filter log:\n{}",
+        lines(&filter_log)
+    );
     for tapped in &upstream {
         let m = &tapped.message;
         let body: Value = serde_json::from_slice(m.body()).unwrap();
@@ -178,9 +202,14 @@ async fn sensor_feeds_filter_and_alerts_go_upstream() {
         }
     }
     // The filter reported the threshold it uses.
-    assert_eq!(rig.twins.reported("filter")["TemperatureThreshold"], json!(23.0));
+    assert_eq!(
+        rig.twins.reported("filter")["TemperatureThreshold"],
+        json!(23.0)
+    );
     // A twin change reaches the filter without a restart.
-    rig.twins.set_desired("filter", obj(json!({"TemperatureThreshold": 99.0}))).unwrap();
+    rig.twins
+        .set_desired("filter", obj(json!({"TemperatureThreshold": 99.0})))
+        .unwrap();
     wait_for("the new threshold reported", Duration::from_secs(5), || {
         (rig.twins.reported("filter")["TemperatureThreshold"] == json!(99.0)).then_some(())
     })
@@ -192,22 +221,44 @@ async fn forwarding_shares_the_body_buffer() {
     let rig = Rig::new(
         "zerocopy",
         &[
-            ("in", "FROM /messages/modules/test/* INTO BrokeredEndpoint(\"/modules/props/inputs/in\")"),
+            (
+                "in",
+                "FROM /messages/modules/test/* INTO BrokeredEndpoint(\"/modules/props/inputs/in\")",
+            ),
             ("out", "FROM /messages/modules/props/* INTO $upstream"),
         ],
         QueueLimits::default(),
     );
-    let (_h, _log) = rig.start(&Rig::spec("props", "misbehave", &[("Mode", "props")], None)).await;
+    let (_h, _log) = rig
+        .start(&Rig::spec("props", "misbehave", &[("Mode", "props")], None))
+        .await;
     let sent = rig.inject("test", "o", &[7u8; 4096]).await;
-    let got = wait_for("the relayed message", Duration::from_secs(5), || rig.hub.queued_upstream().pop()).await;
+    let got = wait_for("the relayed message", Duration::from_secs(5), || {
+        rig.hub.queued_upstream().pop()
+    })
+    .await;
     assert_eq!(got.message.properties().get("seen"), Some("1"));
-    assert_eq!(got.message.system().get("connectionModuleId"), Some("props"));
+    assert_eq!(
+        got.message.system().get("connectionModuleId"),
+        Some("props")
+    );
     // The same body buffer, end to end: the hub and the host never copied it.
     assert_eq!(got.message.body().as_ptr(), sent.body().as_ptr());
 }
 
-async fn exit_of(mode: &str, env: &[(&str, &str)], options: Option<Value>) -> (verge_runtime::Exit, ModuleLog, Duration) {
-    let rig = Rig::new(mode, &[("in", "FROM /messages/* INTO BrokeredEndpoint(\"/modules/m/inputs/in\")")], QueueLimits::default());
+async fn exit_of(
+    mode: &str,
+    env: &[(&str, &str)],
+    options: Option<Value>,
+) -> (verge_runtime::Exit, ModuleLog, Duration) {
+    let rig = Rig::new(
+        mode,
+        &[(
+            "in",
+            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/m/inputs/in\")",
+        )],
+        QueueLimits::default(),
+    );
     let mut env = env.to_vec();
     env.push(("Mode", mode));
     let (mut handle, log) = rig.start(&Rig::spec("m", "misbehave", &env, options)).await;
@@ -215,7 +266,9 @@ async fn exit_of(mode: &str, env: &[(&str, &str)], options: Option<Value>) -> (v
     if handle.exit().is_none() {
         rig.inject("test", "o", b"payload").await;
     }
-    let exit = tokio::time::timeout(Duration::from_secs(20), handle.exited()).await.expect("no exit");
+    let exit = tokio::time::timeout(Duration::from_secs(20), handle.exited())
+        .await
+        .expect("no exit");
     // The input that ended the module is back in its queue, not lost.
     if exit.code != EXIT_INIT_ERROR {
         let q = rig.hub.queue(&Target::Module("m".into())).stats();
@@ -229,7 +282,11 @@ async fn a_trap_ends_the_module_with_its_message() {
     let (exit, log, _) = exit_of("trap", &[], None).await;
     assert_eq!(exit.code, EXIT_TRAP);
     assert!(exit.description.contains("handle-input"), "{exit:?}");
-    assert!(lines(&log).contains("told to trap"), "panic message not in the log:\n{}", lines(&log));
+    assert!(
+        lines(&log).contains("told to trap"),
+        "panic message not in the log:\n{}",
+        lines(&log)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +310,10 @@ async fn a_memory_bomb_hits_the_cap() {
     let opts = json!({"HostConfig": {"Memory": 16 << 20}});
     let (exit, _, _) = exit_of("oom", &[], Some(opts)).await;
     assert_eq!(exit.code, EXIT_MEMORY, "{exit:?}");
-    assert!(exit.description.contains(&(16u64 << 20).to_string()), "{exit:?}");
+    assert!(
+        exit.description.contains(&(16u64 << 20).to_string()),
+        "{exit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,20 +330,31 @@ async fn exit_codes_and_failed_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_create_options_are_refused_by_name() {
     let rig = Rig::new("opts", &[], QueueLimits::default());
-    let spec = Rig::spec("m", "misbehave", &[], Some(json!({"HostConfig": {"Privileged": true}})));
+    let spec = Rig::spec(
+        "m",
+        "misbehave",
+        &[],
+        Some(json!({"HostConfig": {"Privileged": true}})),
+    );
     let err = rig.runtime.prepare(&spec).await.unwrap_err();
     assert!(err.to_string().contains("HostConfig.Privileged"), "{err}");
     let mut missing = spec.clone();
     missing.create_options = None;
     missing.image = "/nonexistent/x.wasm".into();
     let err = rig.runtime.prepare(&missing).await.unwrap_err();
-    assert!(matches!(err, verge_runtime::RuntimeError::NotFound(_)), "{err}");
+    assert!(
+        matches!(err, verge_runtime::RuntimeError::NotFound(_)),
+        "{err}"
+    );
     let mut core = missing.clone();
     let not_component = rig._cache.0.join("core.wasm");
     std::fs::write(&not_component, b"\0asm\x01\0\0\0").unwrap();
     core.image = not_component.display().to_string();
     let err = rig.runtime.prepare(&core).await.unwrap_err();
-    assert!(err.to_string().contains("not a WebAssembly component"), "{err}");
+    assert!(
+        err.to_string().contains("not a WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,21 +362,38 @@ async fn methods_twins_and_stop() {
     let rig = Rig::new("methods", &[], QueueLimits::default());
     let (mut handle, _log) = rig.start(&Rig::spec("m", "misbehave", &[], None)).await;
     let who = Identity::module(DEVICE, "m");
-    let answer = rig.hub.methods().invoke(&who, "echo", "{\"a\":1}", Duration::from_secs(5)).await.unwrap();
+    let answer = rig
+        .hub
+        .methods()
+        .invoke(&who, "echo", "{\"a\":1}", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!((answer.status, answer.payload.as_str()), (200, "{\"a\":1}"));
-    let answer = rig.hub.methods().invoke(&who, "nope", "{}", Duration::from_secs(5)).await.unwrap();
+    let answer = rig
+        .hub
+        .methods()
+        .invoke(&who, "nope", "{}", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(answer.status, 404);
 
     let obj = |v: Value| v.as_object().unwrap().clone();
     let version = rig.twins.set_desired("m", obj(json!({"x": 1}))).unwrap();
-    wait_for("the desired version reported", Duration::from_secs(5), || {
-        (rig.twins.reported("m")["seenDesiredVersion"] == json!(version)).then_some(())
-    })
+    wait_for(
+        "the desired version reported",
+        Duration::from_secs(5),
+        || (rig.twins.reported("m")["seenDesiredVersion"] == json!(version)).then_some(()),
+    )
     .await;
 
     let exit = handle.stop(Duration::from_secs(5)).await;
     assert_eq!(exit.code, 0);
-    let err = rig.hub.methods().invoke(&who, "echo", "{}", Duration::from_secs(1)).await.unwrap_err();
+    let err = rig
+        .hub
+        .methods()
+        .invoke(&who, "echo", "{}", Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), 404, "a stopped module still answers");
 }
 
@@ -314,7 +402,12 @@ async fn a_crashing_method_answers_500_and_ends_the_module() {
     let rig = Rig::new("crash", &[], QueueLimits::default());
     let (mut handle, _log) = rig.start(&Rig::spec("m", "misbehave", &[], None)).await;
     let who = Identity::module(DEVICE, "m");
-    let answer = rig.hub.methods().invoke(&who, "crash", "{}", Duration::from_secs(5)).await.unwrap();
+    let answer = rig
+        .hub
+        .methods()
+        .invoke(&who, "crash", "{}", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(answer.status, 500);
     assert_eq!(handle.exited().await.code, EXIT_TRAP);
 }
@@ -324,23 +417,53 @@ async fn backpressure_pauses_a_source_and_loses_nothing() {
     let rig = Rig::new(
         "backpressure",
         &[("out", "FROM /messages/modules/src/* INTO $upstream")],
-        QueueLimits { max_messages: 50, max_bytes: 1 << 20 },
+        QueueLimits {
+            max_messages: 50,
+            max_bytes: 1 << 20,
+        },
     );
-    let env = [("Mode", "source"), ("Burst", "10"), ("TickMs", "1"), ("Total", "400"), ("Size", "64")];
+    let env = [
+        ("Mode", "source"),
+        ("Burst", "10"),
+        ("TickMs", "1"),
+        ("Total", "400"),
+        ("Size", "64"),
+    ];
     let (_h, _log) = rig.start(&Rig::spec("src", "misbehave", &env, None)).await;
     let queue = rig.hub.queue(&Target::Upstream);
-    wait_for("the queue to fill", Duration::from_secs(5), || (queue.stats().queued >= 50).then_some(())).await;
+    wait_for("the queue to fill", Duration::from_secs(5), || {
+        (queue.stats().queued >= 50).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(queue.stats().queued <= 50, "queue grew past its limit: {:?}", queue.stats());
+    assert!(
+        queue.stats().queued <= 50,
+        "queue grew past its limit: {:?}",
+        queue.stats()
+    );
 
     let mut consumer = rig.hub.consume(&Target::Upstream).unwrap();
     let mut seen = Vec::new();
     while seen.len() < 400 {
-        let entry = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("stalled");
-        seen.push(entry.message.properties().get("n").unwrap().parse::<u64>().unwrap());
+        let entry = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("stalled");
+        seen.push(
+            entry
+                .message
+                .properties()
+                .get("n")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
         consumer.ack(entry.seq);
     }
-    assert_eq!(seen, (1..=400).collect::<Vec<_>>(), "lost or reordered under backpressure");
+    assert_eq!(
+        seen,
+        (1..=400).collect::<Vec<_>>(),
+        "lost or reordered under backpressure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,12 +471,22 @@ async fn retry_keeps_order_and_reject_drops() {
     let rig = Rig::new(
         "retry",
         &[
-            ("in", "FROM /messages/modules/test/* INTO BrokeredEndpoint(\"/modules/m/inputs/in\")"),
+            (
+                "in",
+                "FROM /messages/modules/test/* INTO BrokeredEndpoint(\"/modules/m/inputs/in\")",
+            ),
             ("out", "FROM /messages/modules/m/* INTO $upstream"),
         ],
         QueueLimits::default(),
     );
-    let (_h, log) = rig.start(&Rig::spec("m", "misbehave", &[("Mode", "retry"), ("RetryTimes", "1")], None)).await;
+    let (_h, log) = rig
+        .start(&Rig::spec(
+            "m",
+            "misbehave",
+            &[("Mode", "retry"), ("RetryTimes", "1")],
+            None,
+        ))
+        .await;
     rig.inject("test", "o", b"\"a\"").await;
     rig.inject("test", "o", b"\"b\"").await;
     let got = wait_for("both relayed", Duration::from_secs(10), || {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use verge_message::json::MessageDoc;
-use verge_mgmt::api::{DeployReport, LogEntry, MethodAnswer, MethodRequest, ModuleInfo, ModuleList, Twin};
+use verge_mgmt::api::{
+    DeployReport, LogEntry, MethodAnswer, MethodRequest, ModuleInfo, ModuleList, Twin,
+};
 use verge_mgmt::client::{Client, ClientError};
 use verge_route::{Bool3, Evaluation, Route};
 
@@ -17,10 +19,10 @@ const USAGE: u8 = 2;
 /// Write a line to stdout; a reader that went away (`verge … | head`) ends the command quietly.
 fn out(line: &str) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
     }
 }
 
@@ -30,10 +32,16 @@ pub async fn deploy(client: &Client, file: &Path) -> anyhow::Result<ExitCode> {
     let report: DeployReport = client.post_report("/deployment", &manifest).await?;
     let ok = report.code == 200;
     if report.version == 0 {
-        eprintln!("deployment refused ({}): {}", report.code, report.description);
+        eprintln!(
+            "deployment refused ({}): {}",
+            report.code, report.description
+        );
         return Ok(ExitCode::FAILURE);
     }
-    let versions = format!("$edgeAgent version {}, $edgeHub version {}", report.version, report.hub_version);
+    let versions = format!(
+        "$edgeAgent version {}, $edgeHub version {}",
+        report.version, report.hub_version
+    );
     if ok {
         out(&format!("deployment applied ({versions})"));
     } else {
@@ -43,7 +51,11 @@ pub async fn deploy(client: &Client, file: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     print_modules(&report.modules);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn description(m: &ModuleInfo) -> String {
@@ -58,7 +70,14 @@ fn description(m: &ModuleInfo) -> String {
 fn print_modules(modules: &[ModuleInfo]) {
     let rows: Vec<[String; 4]> = modules
         .iter()
-        .map(|m| [m.name.clone(), m.status.clone(), description(m), m.image.clone()])
+        .map(|m| {
+            [
+                m.name.clone(),
+                m.status.clone(),
+                description(m),
+                m.image.clone(),
+            ]
+        })
         .collect();
     let header = ["NAME", "STATUS", "DESCRIPTION", "CONFIG"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
@@ -156,7 +175,8 @@ pub async fn monitor(
     });
     let finished = match timeout {
         Some(secs) => {
-            let limit = Duration::try_from_secs_f64(secs).context("--timeout must be a positive number of seconds")?;
+            let limit = Duration::try_from_secs_f64(secs)
+                .context("--timeout must be a positive number of seconds")?;
             tokio::time::timeout(limit, stream).await.ok()
         }
         None => Some(stream.await),
@@ -212,7 +232,9 @@ pub async fn invoke(
 /// `verge twin show ID`
 pub async fn twin_show(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     // `$` is fine in a path segment; encode it anyway for proxies that mind.
-    let twin: Twin = client.get(&format!("/twins/{}", id.replace('$', "%24"))).await?;
+    let twin: Twin = client
+        .get(&format!("/twins/{}", id.replace('$', "%24")))
+        .await?;
     out(&serde_json::to_string_pretty(&twin)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -244,7 +266,12 @@ pub fn route_test(route: &str, message: &Path) -> ExitCode {
     } else {
         route.condition().evaluate(&mut evaluation)
     };
-    if route.condition().reads_body() && message.system().get(verge_message::system::CONTENT_TYPE).is_none() {
+    if route.condition().reads_body()
+        && message
+            .system()
+            .get(verge_message::system::CONTENT_TYPE)
+            .is_none()
+    {
         eprintln!(
             "note: $body queries need the system properties contentType \"application/json\" and \
              contentEncoding \"utf-8\"; this message has no contentType, so they are undefined"

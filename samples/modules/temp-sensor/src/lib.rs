@@ -67,10 +67,10 @@ impl Sensor {
         if let Some(send) = desired.get("SendData").and_then(Value::as_bool) {
             self.send_data = send;
         }
-        if let Some(secs) = desired.get("SendInterval").and_then(Value::as_f64) {
-            if secs > 0.0 {
-                self.interval = Duration::from_secs_f64(secs);
-            }
+        if let Some(secs) = desired.get("SendInterval").and_then(Value::as_f64)
+            && secs > 0.0
+        {
+            self.interval = Duration::from_secs_f64(secs);
         }
     }
 
@@ -123,9 +123,9 @@ impl Module for Sensor {
     fn init() -> Result<Self, Error> {
         let count = verge_sdk::config("MessageCount")
             .map(|v| {
-                v.trim()
-                    .parse::<i64>()
-                    .map_err(|_| Error::InvalidArgument(format!("MessageCount {v:?} is not a number")))
+                v.trim().parse::<i64>().map_err(|_| {
+                    Error::InvalidArgument(format!("MessageCount {v:?} is not a number"))
+                })
             })
             .transpose()?
             .unwrap_or(500);
@@ -151,7 +151,9 @@ impl Module for Sensor {
         sensor.apply_desired(&twin::desired_json());
         log::info(&format!(
             "sending {} messages every {:?}",
-            sensor.remaining.map_or("unlimited".into(), |n| n.to_string()),
+            sensor
+                .remaining
+                .map_or("unlimited".into(), |n| n.to_string()),
             sensor.interval
         ));
         sensor.schedule();
@@ -167,7 +169,8 @@ impl Module for Sensor {
     }
 
     fn on_desired_changed(&mut self, patch: &str) -> Result<(), Error> {
-        let patch: Value = serde_json::from_str(patch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let patch: Value =
+            serde_json::from_str(patch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let was_sending = self.send_data;
         self.apply_desired(&patch);
         log::info(&format!("desired properties changed: {patch}"));
