@@ -235,3 +235,56 @@ fn a_missing_component_fails_its_module_and_keeps_the_previous_definition() {
     );
     assert_eq!(daemon.monitor(2, 10.0, true).len(), 2);
 }
+
+#[test]
+fn desired_status_stops_and_starts_a_module() {
+    let daemon = Daemon::start("status", TEST_CONFIG, None);
+    assert!(daemon.deploy("base.json", &base()).status.success());
+    let mut stopped = base();
+    stopped["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"]["status"] =
+        json!("stopped");
+    let out = daemon.deploy("stopped.json", &stopped);
+    assert!(out.status.success(), "{}", output(&out));
+    let filter = daemon.module("filter").unwrap();
+    assert_eq!(
+        (filter["status"].as_str(), filter["exitCode"].as_i64()),
+        (Some("stopped"), Some(0))
+    );
+    // Stopped stays stopped: no restart policy applies to a module desired stopped.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(daemon.module("filter").unwrap()["status"], "stopped");
+    assert_eq!(daemon.module("sensor").unwrap()["status"], "running");
+
+    // `verge logs -f` follows the module as it starts again.
+    let mut follow = std::process::Command::new(verge_tests::daemon::verge_bin())
+        .arg("-d")
+        .arg(daemon.data_dir())
+        .args(["logs", "filter", "-f", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(daemon.deploy("running.json", &base()).status.success());
+    let filter = daemon.module("filter").unwrap();
+    assert_eq!(
+        (filter["status"].as_str(), filter["restartCount"].as_u64()),
+        (Some("running"), Some(0))
+    );
+    let stdout = follow.stdout.take().unwrap();
+    let line = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .next()
+            .and_then(Result::ok)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let line = line.join().unwrap().unwrap_or_default();
+    assert!(
+        line.contains("forwarding readings above 25"),
+        "followed: {line:?}"
+    );
+}

@@ -479,9 +479,16 @@ impl Agent {
             None | Some(ModuleChange::Definition) => self.replace(name, desired).await?,
             Some(ModuleChange::Policy | ModuleChange::DesiredStatus) => {
                 if let Some(m) = self.modules.get_mut(name) {
+                    let started_again = m.config.status == verge_manifest::DesiredStatus::Stopped
+                        && desired.status == verge_manifest::DesiredStatus::Running;
                     m.config = desired.clone();
                     m.restart_count = 0;
                     m.last_restart = None;
+                    // Desired running again: a start, as for a new module, not a restart.
+                    if started_again && m.handle().is_none() && !matches!(m.life, Life::Blocked(_))
+                    {
+                        m.life = Life::Created;
+                    }
                 }
             }
             Some(ModuleChange::Unchanged) => {}

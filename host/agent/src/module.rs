@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use verge_manifest::ModuleConfig;
+use verge_manifest::{DesiredStatus, ModuleConfig};
 use verge_restart::{ModuleRuntimeState, RestartPolicyManager, RuntimeStatus};
 use verge_runtime::{Exit, ModuleHandle, ModuleLog, ModuleSpec};
 
@@ -72,6 +72,10 @@ impl Module {
             Life::Exited(exit) if exit.code == 0 => RuntimeStatus::Stopped,
             Life::Exited(_) => RuntimeStatus::Failed,
         };
+        // The restart policy concerns modules that should run; one desired stopped is stopped.
+        if self.config.status == DesiredStatus::Stopped {
+            return observed;
+        }
         manager
             .compute_module_status(observed, self.config.restart_policy, self.restart_count)
             .unwrap_or(observed)
