@@ -24,6 +24,29 @@ pub fn workspace() -> &'static Path {
     })
 }
 
+/// IoT Edge's conformance vectors: `$VERGE_CONFORMANCE_DIR` (the `iotedge` folder itself, or its
+/// parent), else `../shared/conformance/iotedge` beside the repository. Panics when they are not
+/// there: the conformance tests must never pass by skipping.
+pub fn conformance_dir() -> PathBuf {
+    let dir = match std::env::var_os("VERGE_CONFORMANCE_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.join("iotedge").is_dir() {
+                dir.join("iotedge")
+            } else {
+                dir
+            }
+        }
+        None => workspace().join("../shared/conformance/iotedge"),
+    };
+    assert!(
+        dir.join("conditions.json").is_file(),
+        "IoT Edge conformance vectors not found at {} (set VERGE_CONFORMANCE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// The target directory cargo uses.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

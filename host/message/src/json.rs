@@ -91,7 +91,8 @@ pub enum DocError {
     Base64(#[from] base64::DecodeError),
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type of `v` as an error message names it (`a string`, `an object`, ...).
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -19,20 +19,7 @@ use verge_restart::{
 };
 
 fn vectors_path() -> PathBuf {
-    let dir = match std::env::var_os("VERGE_CONFORMANCE_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.join("iotedge").is_dir() {
-                dir.join("iotedge")
-            } else {
-                dir
-            }
-        }
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/iotedge")
-        }
-    };
-    dir.join("restart_policy.json")
+    verge_tests::conformance_dir().join("restart_policy.json")
 }
 
 /// A fixed "now"; `*_secs_ago` values are relative to it.

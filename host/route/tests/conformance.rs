@@ -25,12 +25,7 @@ use verge_route::{
 // Harness
 
 fn vectors_dir() -> PathBuf {
-    match std::env::var_os("VERGE_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/iotedge")
-        }
-    }
+    verge_tests::conformance_dir()
 }
 
 fn load<T: for<'de> Deserialize<'de>>(file: &str) -> T {

@@ -11,12 +11,7 @@ use verge_message::{Message, system};
 use verge_route::{BodyPath, CompilerFlags, Condition, Evaluation, Route, SourcePattern};
 
 fn vectors_dir() -> PathBuf {
-    match std::env::var_os("VERGE_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/iotedge")
-        }
-    }
+    verge_tests::conformance_dir()
 }
 
 /// Every string value named `condition` or `route` in the vector files.

@@ -16,6 +16,15 @@
 pub mod patch;
 pub mod validate;
 
+/// A JSON object literal as a map, for tests.
+#[cfg(test)]
+pub(crate) fn obj(v: serde_json::Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -249,13 +258,6 @@ impl DesiredWatch {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     #[test]
     fn desired_versions_grow_only_on_change() {

@@ -50,14 +50,8 @@ pub fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::obj;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     #[test]
     fn diff_then_merge_gives_the_new_document() {

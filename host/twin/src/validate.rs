@@ -77,14 +77,8 @@ pub fn document(props: &Map<String, Value>) -> Result<(), TwinError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::obj;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
 
     #[test]
     fn iot_hub_rules() {

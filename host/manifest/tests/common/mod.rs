@@ -2,27 +2,7 @@
 
 use std::path::PathBuf;
 
-/// The IoT Edge conformance folder: `$VERGE_CONFORMANCE_DIR` (the folder itself, or its parent
-/// holding `iotedge/`), else `<CARGO_MANIFEST_DIR>/../../../shared/conformance/iotedge`.
-/// Panics when it cannot be found: the conformance tests must not pass by skipping.
+/// The IoT Edge conformance folder (see [`verge_tests::conformance_dir`]).
 pub fn conformance_dir() -> PathBuf {
-    let dir = match std::env::var_os("VERGE_CONFORMANCE_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.join("iotedge").is_dir() {
-                dir.join("iotedge")
-            } else {
-                dir
-            }
-        }
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/iotedge")
-        }
-    };
-    assert!(
-        dir.join("manifests").is_dir(),
-        "IoT Edge conformance data not found at {} (set VERGE_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
+    verge_tests::conformance_dir()
 }

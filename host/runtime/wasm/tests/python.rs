@@ -11,134 +11,15 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{Rig, lines, wait_for};
 use serde_json::{Value, json};
-use verge_hub::{Commit, Hub, HubOptions, Identity, QueueLimits, RouteSet, RouteSpec, Target};
-use verge_message::Message;
-use verge_runtime::{ModuleContext, ModuleHandle, ModuleLog, ModuleRuntime, ModuleSpec};
-use verge_runtime_wasm::{WasmOptions, WasmRuntime};
-use verge_twin::TwinStore;
+use verge_hub::QueueLimits;
 
-const DEVICE: &str = "dev1";
 const MODULE: &str = "averager";
-
-/// A hub, a twin store and the wasm runtime, with its compile cache in a temporary directory.
-struct Rig {
-    hub: Arc<Hub>,
-    twins: Arc<TwinStore>,
-    runtime: WasmRuntime,
-    cache: std::path::PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.cache);
-    }
-}
-
-impl Rig {
-    fn new(routes: &[(&str, &str)]) -> Self {
-        let cache = std::env::temp_dir().join(format!(
-            "verge-wasm-python-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        let hub = Hub::new(HubOptions {
-            device_id: DEVICE.into(),
-            queue_limits: QueueLimits::default(),
-        });
-        let specs: Vec<RouteSpec> = routes
-            .iter()
-            .map(|(name, route)| RouteSpec {
-                name: (*name).into(),
-                route: (*route).into(),
-                priority: None,
-                time_to_live_secs: None,
-            })
-            .collect();
-        hub.install(RouteSet::compile(&specs, 7200).expect("routes"));
-        let runtime =
-            WasmRuntime::new(WasmOptions::new(cache.join("cache"))).expect("wasm runtime");
-        Self {
-            hub,
-            twins: Arc::new(TwinStore::new()),
-            runtime,
-            cache,
-        }
-    }
-
-    async fn start(&self, spec: &ModuleSpec) -> (ModuleHandle, ModuleLog) {
-        let log = ModuleLog::new(1 << 20);
-        let context = ModuleContext {
-            identity: Identity::module(DEVICE, &spec.name),
-            generation_id: "gen1".into(),
-            iothub_hostname: "hub.example".into(),
-            gateway_hostname: "edge.example".into(),
-            hub: Arc::clone(&self.hub),
-            twins: Arc::clone(&self.twins),
-            log: log.clone(),
-        };
-        (self.runtime.start(spec, context).await.expect("start"), log)
-    }
-
-    /// Send `body` as if module `from` sent it on `output`.
-    async fn inject(&self, from: &str, output: &str, body: &[u8]) {
-        let mut m = Message::new(body.to_vec()).with_system("contentType", "application/json");
-        self.hub
-            .stamp(&Identity::module(DEVICE, from), Some(output), &mut m);
-        self.hub
-            .commit(Commit {
-                messages: vec![Arc::new(m)],
-                ack: None,
-            })
-            .await;
-    }
-
-    /// Call direct method `name` on the module; its status and parsed payload.
-    async fn method(&self, name: &str) -> (i32, Value) {
-        let who = Identity::module(DEVICE, MODULE);
-        let answer = self
-            .hub
-            .methods()
-            .invoke(&who, name, "{}", Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let payload = serde_json::from_str(&answer.payload)
-            .unwrap_or_else(|e| panic!("{name}: {e}: {}", answer.payload));
-        (answer.status, payload)
-    }
-
-    /// Wait until the module has taken all `n` messages sent to it off its queue.
-    async fn drained(&self, n: u64) {
-        let queue = self.hub.queue(&Target::Module(MODULE.into()));
-        wait_for(
-            &format!("{n} inputs handled"),
-            Duration::from_secs(20),
-            || {
-                let s = queue.stats();
-                (s.queued == 0 && s.delivered == n).then_some(())
-            },
-        )
-        .await;
-    }
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn lines(log: &ModuleLog) -> String {
-    log.tail(None).into_iter().map(|l| l.text + "\n").collect()
-}
 
 /// A SimulatedTemperatureSensor reading.
 fn reading(temperature: f64) -> Vec<u8> {
@@ -180,30 +61,27 @@ fn assert_stats(got: &Value, temperatures: &[f64], window_size: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_averager_averages_windows_and_answers_methods() {
     let image = verge_tests::python_guest("py-averager");
-    let rig = Rig::new(&[
-        (
-            "sensorToAverager",
-            "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/averager/inputs/input1\")",
-        ),
-        (
-            "averagerToUpstream",
-            "FROM /messages/modules/averager/* INTO $upstream",
-        ),
-    ]);
-    let spec = ModuleSpec {
-        name: MODULE.into(),
-        kind: "wasm".into(),
-        image: image.display().to_string(),
-        version: "1".into(),
-        create_options: Some(json!({
-            // The interpreter's snapshot needs ~12.5 MB; 13 MB holds a 10,000-reading window.
-            "HostConfig": {"Memory": 32 << 20},
-            "Wasm": {"InitTimeoutMs": 30_000, "CallTimeoutMs": 5_000},
-        })),
-        env: Default::default(),
-    };
-    // The first load compiles the component; starting then only instantiates it.
-    rig.runtime.prepare(&spec).await.unwrap();
+    let rig = Rig::new(
+        "python",
+        &[
+            (
+                "sensorToAverager",
+                "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/averager/inputs/input1\")",
+            ),
+            (
+                "averagerToUpstream",
+                "FROM /messages/modules/averager/* INTO $upstream",
+            ),
+        ],
+        QueueLimits::default(),
+    );
+    let options = json!({
+        // The interpreter's snapshot needs ~12.5 MB; 13 MB holds a 10,000-reading window.
+        "HostConfig": {"Memory": 32 << 20},
+        "Wasm": {"InitTimeoutMs": 30_000, "CallTimeoutMs": 5_000},
+    });
+    let spec = Rig::spec(MODULE, &image, &[], Some(options));
+    // The first load compiles the component (in `prepare`); starting then only instantiates it.
     let (handle, log) = rig.start(&spec).await;
     assert!(
         handle.exit().is_none(),
@@ -260,27 +138,27 @@ async fn python_averager_averages_windows_and_answers_methods() {
     for &t in &temperatures[12..] {
         rig.inject("sensor", "temperatureOutput", &reading(t)).await;
     }
-    rig.drained(14).await;
-    let (status, payload) = rig.method("GetStats").await;
+    rig.drained(MODULE, 14).await;
+    let (status, payload) = rig.method(MODULE, "GetStats").await;
     assert_eq!(status, 200, "{payload}");
     assert_stats(&payload, &temperatures[10..14], 4);
     assert_eq!(rig.hub.queued_upstream().len(), 3);
 
     // Reset empties the window.
-    let (status, payload) = rig.method("Reset").await;
+    let (status, payload) = rig.method(MODULE, "Reset").await;
     assert_eq!((status, &payload["count"]), (200, &json!(0)), "{payload}");
-    let (status, payload) = rig.method("GetStats").await;
+    let (status, payload) = rig.method(MODULE, "GetStats").await;
     assert_eq!(status, 200);
     assert_eq!(
         payload,
         json!({"average": null, "min": null, "max": null, "count": 0, "windowSize": 4})
     );
-    assert_eq!(rig.method("NoSuchMethod").await.0, 404);
+    assert_eq!(rig.method(MODULE, "NoSuchMethod").await.0, 404);
 
     // A body that is not JSON is rejected: logged, consumed, not forwarded.
     rig.inject("sensor", "temperatureOutput", b"21.5 degrees")
         .await;
-    rig.drained(15).await;
+    rig.drained(MODULE, 15).await;
     assert!(
         lines(&log).contains("rejected a message on \"input1\": not a temperature reading"),
         "no rejection in the log:\n{}",

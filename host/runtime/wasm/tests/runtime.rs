@@ -5,138 +5,23 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{DEVICE, Rig, lines, wait_for};
 use serde_json::{Value, json};
-use verge_hub::{Commit, Hub, HubOptions, Identity, QueueLimits, RouteSet, RouteSpec, Target};
-use verge_message::Message;
-use verge_runtime::{ModuleContext, ModuleHandle, ModuleLog, ModuleRuntime, ModuleSpec};
-use verge_runtime_wasm::{
-    EXIT_DEADLINE, EXIT_INIT_ERROR, EXIT_MEMORY, EXIT_TRAP, WasmOptions, WasmRuntime,
-};
-use verge_twin::TwinStore;
+use verge_hub::{Identity, QueueLimits, Target};
+use verge_runtime::{ModuleLog, ModuleRuntime};
+use verge_runtime_wasm::{EXIT_DEADLINE, EXIT_INIT_ERROR, EXIT_MEMORY, EXIT_TRAP};
 
-const DEVICE: &str = "dev1";
-
-struct Rig {
-    hub: Arc<Hub>,
-    twins: Arc<TwinStore>,
-    runtime: WasmRuntime,
-    _cache: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(tag: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "verge-wasm-{tag}-{}-{:?}",
-                std::process::id(),
-                std::time::SystemTime::now()
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Rig {
-    fn new(tag: &str, routes: &[(&str, &str)], limits: QueueLimits) -> Self {
-        let cache = tempdir::Dir::new(tag);
-        let hub = Hub::new(HubOptions {
-            device_id: DEVICE.into(),
-            queue_limits: limits,
-        });
-        let specs: Vec<RouteSpec> = routes
-            .iter()
-            .map(|(name, route)| RouteSpec {
-                name: (*name).into(),
-                route: (*route).into(),
-                priority: None,
-                time_to_live_secs: None,
-            })
-            .collect();
-        hub.install(RouteSet::compile(&specs, 7200).unwrap());
-        let runtime = WasmRuntime::new(WasmOptions::new(cache.0.join("cache"))).unwrap();
-        Self {
-            hub,
-            twins: Arc::new(TwinStore::new()),
-            runtime,
-            _cache: cache,
-        }
-    }
-
-    fn spec(
-        name: &str,
-        guest: &str,
-        env: &[(&str, &str)],
-        create_options: Option<Value>,
-    ) -> ModuleSpec {
-        ModuleSpec {
-            name: name.into(),
-            kind: "wasm".into(),
-            image: verge_tests::guest(guest).display().to_string(),
-            version: "1".into(),
-            create_options,
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        }
-    }
-
-    async fn start(&self, spec: &ModuleSpec) -> (ModuleHandle, ModuleLog) {
-        let log = ModuleLog::new(1 << 20);
-        self.runtime.prepare(spec).await.unwrap();
-        let context = ModuleContext {
-            identity: Identity::module(DEVICE, &spec.name),
-            generation_id: "gen1".into(),
-            iothub_hostname: "hub.example".into(),
-            gateway_hostname: "edge.example".into(),
-            hub: Arc::clone(&self.hub),
-            twins: Arc::clone(&self.twins),
-            log: log.clone(),
-        };
-        (self.runtime.start(spec, context).await.unwrap(), log)
-    }
-
-    /// Send `body` as if from module `from` on `output`.
-    async fn inject(&self, from: &str, output: &str, body: &[u8]) -> Arc<Message> {
-        let mut m = Message::new(body.to_vec()).with_system("contentType", "application/json");
-        self.hub
-            .stamp(&Identity::module(DEVICE, from), Some(output), &mut m);
-        let m = Arc::new(m);
-        self.hub
-            .commit(Commit {
-                messages: vec![Arc::clone(&m)],
-                ack: None,
-            })
-            .await;
-        m
-    }
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn lines(log: &ModuleLog) -> String {
-    log.tail(None).into_iter().map(|l| l.text + "\n").collect()
+fn spec(
+    name: &str,
+    guest: &str,
+    env: &[(&str, &str)],
+    options: Option<Value>,
+) -> verge_runtime::ModuleSpec {
+    Rig::spec(name, &verge_tests::guest(guest), env, options)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,8 +47,8 @@ async fn sensor_feeds_filter_and_alerts_go_upstream() {
     rig.twins
         .set_desired("filter", obj(json!({"TemperatureThreshold": 23.0})))
         .unwrap();
-    let sensor = Rig::spec("sensor", "temp-sensor", &[("MessageCount", "40")], None);
-    let filter = Rig::spec("filter", "filter", &[], None);
+    let sensor = spec("sensor", "temp-sensor", &[("MessageCount", "40")], None);
+    let filter = spec("filter", "filter", &[], None);
     let (_f, filter_log) = rig.start(&filter).await;
     let (_s, sensor_log) = rig.start(&sensor).await;
 
@@ -230,7 +115,7 @@ async fn forwarding_shares_the_body_buffer() {
         QueueLimits::default(),
     );
     let (_h, _log) = rig
-        .start(&Rig::spec("props", "misbehave", &[("Mode", "props")], None))
+        .start(&spec("props", "misbehave", &[("Mode", "props")], None))
         .await;
     let sent = rig.inject("test", "o", &[7u8; 4096]).await;
     let got = wait_for("the relayed message", Duration::from_secs(5), || {
@@ -261,7 +146,7 @@ async fn exit_of(
     );
     let mut env = env.to_vec();
     env.push(("Mode", mode));
-    let (mut handle, log) = rig.start(&Rig::spec("m", "misbehave", &env, options)).await;
+    let (mut handle, log) = rig.start(&spec("m", "misbehave", &env, options)).await;
     let start = Instant::now();
     if handle.exit().is_none() {
         rig.inject("test", "o", b"payload").await;
@@ -330,7 +215,7 @@ async fn exit_codes_and_failed_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_create_options_are_refused_by_name() {
     let rig = Rig::new("opts", &[], QueueLimits::default());
-    let spec = Rig::spec(
+    let spec = spec(
         "m",
         "misbehave",
         &[],
@@ -347,7 +232,7 @@ async fn unsupported_create_options_are_refused_by_name() {
         "{err}"
     );
     let mut core = missing.clone();
-    let not_component = rig._cache.0.join("core.wasm");
+    let not_component = rig.dir.join("core.wasm");
     std::fs::write(&not_component, b"\0asm\x01\0\0\0").unwrap();
     core.image = not_component.display().to_string();
     let err = rig.runtime.prepare(&core).await.unwrap_err();
@@ -360,7 +245,7 @@ async fn unsupported_create_options_are_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_twins_and_stop() {
     let rig = Rig::new("methods", &[], QueueLimits::default());
-    let (mut handle, _log) = rig.start(&Rig::spec("m", "misbehave", &[], None)).await;
+    let (mut handle, _log) = rig.start(&spec("m", "misbehave", &[], None)).await;
     let who = Identity::module(DEVICE, "m");
     let answer = rig
         .hub
@@ -400,7 +285,7 @@ async fn methods_twins_and_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_method_answers_500_and_ends_the_module() {
     let rig = Rig::new("crash", &[], QueueLimits::default());
-    let (mut handle, _log) = rig.start(&Rig::spec("m", "misbehave", &[], None)).await;
+    let (mut handle, _log) = rig.start(&spec("m", "misbehave", &[], None)).await;
     let who = Identity::module(DEVICE, "m");
     let answer = rig
         .hub
@@ -429,7 +314,7 @@ async fn backpressure_pauses_a_source_and_loses_nothing() {
         ("Total", "400"),
         ("Size", "64"),
     ];
-    let (_h, _log) = rig.start(&Rig::spec("src", "misbehave", &env, None)).await;
+    let (_h, _log) = rig.start(&spec("src", "misbehave", &env, None)).await;
     let queue = rig.hub.queue(&Target::Upstream);
     wait_for("the queue to fill", Duration::from_secs(5), || {
         (queue.stats().queued >= 50).then_some(())
@@ -480,7 +365,7 @@ async fn retry_keeps_order_and_reject_drops() {
         QueueLimits::default(),
     );
     let (_h, log) = rig
-        .start(&Rig::spec(
+        .start(&spec(
             "m",
             "misbehave",
             &[("Mode", "retry"), ("RetryTimes", "1")],
