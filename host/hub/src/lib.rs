@@ -246,7 +246,7 @@ impl Hub {
         let mut batches: Vec<(Arc<Queue>, Vec<Entry>)> = Vec::new();
         let tapping = self.taps.receiver_count() > 0;
         let mut taps = Vec::new();
-        for message in &commit.messages {
+        for (index, message) in commit.messages.iter().enumerate() {
             destinations.clear();
             table.destinations(message, now, &mut destinations);
             if destinations.is_empty() {
@@ -278,7 +278,18 @@ impl Hub {
                 };
                 match batches.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
                     Some((_, entries)) => entries.push(entry),
-                    None => batches.push((queue, vec![entry])),
+                    None => {
+                        // The first destination is sized for the rest of the commit, so a big
+                        // commit to one queue (the common case) never regrows its batch.
+                        let room = if batches.is_empty() {
+                            commit.messages.len() - index
+                        } else {
+                            1
+                        };
+                        let mut entries = Vec::with_capacity(room);
+                        entries.push(entry);
+                        batches.push((queue, entries));
+                    }
                 }
                 report.routed += 1;
             }
@@ -290,9 +301,13 @@ impl Hub {
         }
         let counters = &self.counters;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        counters.received.fetch_add(commit.messages.len() as u64, relaxed);
+        counters
+            .received
+            .fetch_add(commit.messages.len() as u64, relaxed);
         counters.routed.fetch_add(report.routed as u64, relaxed);
-        counters.no_route.fetch_add(report.dropped_no_route as u64, relaxed);
+        counters
+            .no_route
+            .fetch_add(report.dropped_no_route as u64, relaxed);
         for tap in taps {
             // A monitor that went away is not an error.
             let _ = self.taps.send(tap);

@@ -141,7 +141,10 @@ impl MethodListener {
 impl Drop for MethodListener {
     fn drop(&mut self) {
         let mut listeners = lock(&self.listeners);
-        if listeners.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+        if listeners
+            .get(&self.key)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
             listeners.remove(&self.key);
         }
     }
@@ -155,22 +158,40 @@ mod tests {
     async fn invoke_reaches_the_listener_and_statuses_follow_iot_hub() {
         let methods = Methods::default();
         let who = Identity::module("dev", "m");
-        let err = methods.invoke(&who, "x", "{}", Duration::from_secs(1)).await.unwrap_err();
+        let err = methods
+            .invoke(&who, "x", "{}", Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), 404);
 
         let mut listener = methods.listen(&who);
         tokio::spawn(async move {
             while let Some(call) = listener.next().await {
                 let payload = format!("{{\"echo\":{}}}", call.payload);
-                call.respond(MethodResponse { status: 200, payload });
+                call.respond(MethodResponse {
+                    status: 200,
+                    payload,
+                });
             }
         });
-        let answer = methods.invoke(&who, "echo", "7", Duration::from_secs(1)).await.unwrap();
-        assert_eq!(answer, MethodResponse { status: 200, payload: "{\"echo\":7}".into() });
+        let answer = methods
+            .invoke(&who, "echo", "7", Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            MethodResponse {
+                status: 200,
+                payload: "{\"echo\":7}".into()
+            }
+        );
 
         let silent = Identity::module("dev", "silent");
         let _listener = methods.listen(&silent);
-        let err = methods.invoke(&silent, "x", "{}", Duration::from_millis(20)).await.unwrap_err();
+        let err = methods
+            .invoke(&silent, "x", "{}", Duration::from_millis(20))
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), 504);
     }
 
@@ -183,10 +204,16 @@ mod tests {
         drop(old);
         tokio::spawn(async move {
             if let Some(call) = new.next().await {
-                call.respond(MethodResponse { status: 201, payload: "null".into() });
+                call.respond(MethodResponse {
+                    status: 201,
+                    payload: "null".into(),
+                });
             }
         });
-        let answer = methods.invoke(&who, "x", "{}", Duration::from_secs(1)).await.unwrap();
+        let answer = methods
+            .invoke(&who, "x", "{}", Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(answer.status, 201);
     }
 }

@@ -14,7 +14,7 @@
 //! forever. Expired entries (route TTL) are dropped when a consumer reaches them and by
 //! [`Queue::expire`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -73,15 +73,76 @@ impl Entry {
     }
 }
 
+/// Entries handed to the consumer and not yet acked, sorted by `seq`.
+///
+/// Consumers take entries in (mostly) increasing `seq` and ack them in (mostly) the same order,
+/// so this is a deque with tombstones: taking appends, acking the oldest pops it, acking another
+/// leaves a tombstone that is popped when it reaches the front (or swept when tombstones
+/// outnumber live entries). Lookups are binary searches.
+#[derive(Debug, Default)]
+struct InFlight {
+    slots: VecDeque<(u64, Option<Entry>)>,
+    live: usize,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let seq = entry.seq;
+        if self.slots.back().is_none_or(|(last, _)| *last < seq) {
+            self.slots.push_back((seq, Some(entry)));
+        } else {
+            let at = self.slots.partition_point(|(s, _)| *s < seq);
+            self.slots.insert(at, (seq, Some(entry)));
+        }
+        self.live += 1;
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let entry = match self.slots.front_mut() {
+            Some((s, slot)) if *s == seq => slot.take(),
+            _ => {
+                let at = self.slots.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                self.slots[at].1.take()
+            }
+        }?;
+        self.live -= 1;
+        while self.slots.front().is_some_and(|(_, slot)| slot.is_none()) {
+            self.slots.pop_front();
+        }
+        if self.slots.len() > 2 * self.live + 64 {
+            self.slots.retain(|(_, slot)| slot.is_some());
+        }
+        Some(entry)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().filter_map(|(_, slot)| slot.as_ref())
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Entry> + use<> {
+        self.live = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|(_, slot)| slot)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     lanes: [VecDeque<Entry>; LANES],
-    in_flight: BTreeMap<u64, Entry>,
+    in_flight: InFlight,
     messages: usize,
     bytes: usize,
     next_seq: u64,
     consumer: Option<u64>,
     stats: QueueStats,
+    /// The smallest batch (messages, bytes) a producer waits to admit, if one waits: acks wake
+    /// producers only once that much room is free, not on every ack.
+    waiting: Option<(usize, usize)>,
 }
 
 impl State {
@@ -89,6 +150,26 @@ impl State {
         self.messages == 0
             || (self.messages + messages <= limits.max_messages
                 && self.bytes + bytes <= limits.max_bytes)
+    }
+
+    /// A producer will wait for room for `messages` and `bytes` (it registered for `writable`).
+    fn wait_for(&mut self, messages: usize, bytes: usize) {
+        self.waiting = Some(match self.waiting {
+            Some((m, b)) => (m.min(messages), b.min(bytes)),
+            None => (messages, bytes),
+        });
+    }
+
+    /// Whether waiting producers must be woken: one of them may fit now. Every waiter needs at
+    /// least `waiting`, so none is woken early and none is missed.
+    fn room_for_waiter(&mut self, limits: &QueueLimits) -> bool {
+        match self.waiting {
+            Some((messages, bytes)) if self.has_room(limits, messages, bytes) => {
+                self.waiting = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn push(&mut self, mut entry: Entry) {
@@ -127,7 +208,7 @@ impl State {
                     expired += 1;
                     continue;
                 }
-                self.in_flight.insert(entry.seq, entry.clone());
+                self.in_flight.insert(entry.clone());
                 out.push(entry);
                 taken += 1;
             }
@@ -219,6 +300,9 @@ impl Queue {
         state.messages -= expired;
         state.bytes -= freed.iter().sum::<usize>();
         state.stats.expired += expired as u64;
+        if expired > 0 {
+            state.waiting = None;
+        }
         drop(state);
         if expired > 0 {
             self.writable.notify_waiters();
@@ -237,24 +321,30 @@ impl Queue {
         Some(Consumer {
             queue: Arc::clone(self),
             id,
+            one: Vec::with_capacity(1),
         })
     }
 
     fn ack(&self, seq: u64) -> bool {
         let mut state = self.lock();
-        let Some(entry) = state.in_flight.remove(&seq) else {
+        let Some(entry) = state.in_flight.remove(seq) else {
             return false;
         };
         state.forget(&entry);
         state.stats.delivered += 1;
+        let wake = state.room_for_waiter(&self.limits);
         drop(state);
-        self.writable.notify_waiters();
+        // The entry (its message) is dropped outside the lock.
+        drop(entry);
+        if wake {
+            self.writable.notify_waiters();
+        }
         true
     }
 
     fn nack(&self, seq: u64) -> bool {
         let mut state = self.lock();
-        let Some(mut entry) = state.in_flight.remove(&seq) else {
+        let Some(mut entry) = state.in_flight.remove(seq) else {
             return false;
         };
         entry.attempts += 1;
@@ -273,6 +363,8 @@ impl Queue {
 pub struct Consumer {
     queue: Arc<Queue>,
     id: u64,
+    /// [`Consumer::next`]'s buffer, kept so that taking one entry allocates nothing.
+    one: Vec<Entry>,
 }
 
 impl Consumer {
@@ -286,6 +378,9 @@ impl Consumer {
         let mut state = self.queue.lock();
         let before = out.len();
         let expired = state.take(max, Instant::now(), out);
+        if expired > 0 {
+            state.waiting = None;
+        }
         drop(state);
         if expired > 0 {
             self.queue.writable.notify_waiters();
@@ -309,10 +404,11 @@ impl Consumer {
 
     /// Wait for the next entry.
     pub async fn next(&mut self) -> Entry {
-        let mut one = Vec::with_capacity(1);
+        let mut one = std::mem::take(&mut self.one);
         loop {
             self.take(1, &mut one).await;
             if let Some(entry) = one.pop() {
+                self.one = one;
                 return entry;
             }
         }
@@ -343,9 +439,9 @@ impl Drop for Consumer {
         if state.consumer == Some(self.id) {
             state.consumer = None;
         }
-        let in_flight = std::mem::take(&mut state.in_flight);
-        let returned = in_flight.len() as u64;
-        for (_, mut entry) in in_flight {
+        let returned = state.in_flight.len() as u64;
+        let in_flight: Vec<Entry> = state.in_flight.drain().collect();
+        for mut entry in in_flight {
             entry.attempts += 1;
             state.put_back(entry);
         }
@@ -373,9 +469,39 @@ impl Ack {
 ///
 /// Dropping the returned future before it completes admits nothing.
 pub(crate) async fn admit(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
-    if batches.is_empty() {
-        return;
+    if batches.len() > 1 {
+        return admit_all(batches).await;
     }
+    // One destination (the common case): no lock ordering, no bookkeeping.
+    let Some((queue, mut entries)) = batches.pop() else {
+        return;
+    };
+    let (messages, bytes) = (entries.len(), entries.iter().map(Entry::size).sum());
+    loop {
+        let room = {
+            let mut guard = queue.lock();
+            if guard.has_room(&queue.limits, messages, bytes) {
+                for entry in entries.drain(..) {
+                    guard.push(entry);
+                }
+                drop(guard);
+                queue.readable.notify_one();
+                return;
+            }
+            // Register for "room made" while still holding the lock, so an ack between
+            // unlocking and waiting cannot be missed.
+            let mut room = Box::pin(queue.writable.notified());
+            room.as_mut().enable();
+            guard.wait_for(messages, bytes);
+            tracing::trace!(target = %queue.target, "queue full, waiting for room");
+            room
+        };
+        room.await;
+    }
+}
+
+/// [`admit`] into several queues.
+async fn admit_all(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
     // One lock order for every producer: by address.
     batches.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
     let (queues, mut entries): (Vec<Arc<Queue>>, Vec<Vec<Entry>>) = batches.into_iter().unzip();
@@ -387,14 +513,14 @@ pub(crate) async fn admit(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
         let mut room = None;
         {
             let mut guards = Vec::with_capacity(queues.len());
-            for (i, queue) in queues.iter().enumerate() {
-                let guard = queue.lock();
-                let (messages, bytes) = sizes[i];
+            for (queue, &(messages, bytes)) in queues.iter().zip(&sizes) {
+                let mut guard = queue.lock();
                 if !guard.has_room(&queue.limits, messages, bytes) {
                     // Register for "room made" while still holding the full queue's lock, so an
                     // ack between unlocking and waiting cannot be missed.
                     let mut notified = Box::pin(queue.writable.notified());
                     notified.as_mut().enable();
+                    guard.wait_for(messages, bytes);
                     tracing::trace!(target = %queue.target, "queue full, waiting for room");
                     room = Some(notified);
                     break;
@@ -474,7 +600,11 @@ mod tests {
     #[tokio::test]
     async fn nack_returns_to_its_place_and_drop_returns_in_flight() {
         let q = queue(100);
-        admit(vec![(Arc::clone(&q), vec![entry(1, "a"), entry(1, "b"), entry(1, "c")])]).await;
+        admit(vec![(
+            Arc::clone(&q),
+            vec![entry(1, "a"), entry(1, "b"), entry(1, "c")],
+        )])
+        .await;
         let mut c = q.consume().unwrap();
         let a = c.next().await;
         let b = c.next().await;
@@ -509,6 +639,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_producer_wakes_once_its_batch_fits() {
+        let q = queue(4);
+        let full: Vec<Entry> = (0..4).map(|_| entry(1, "a")).collect();
+        admit(vec![(Arc::clone(&q), full)]).await;
+        let two = vec![entry(1, "b"), entry(1, "c")];
+        let producer = tokio::spawn(admit(vec![(Arc::clone(&q), two)]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut c = q.consume().unwrap();
+        let mut out = Vec::new();
+        c.try_take(4, &mut out);
+        assert!(c.ack(out[0].seq));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!producer.is_finished(), "admitted 2 with room for 1");
+        assert!(c.ack(out[1].seq));
+        producer.await.unwrap();
+        assert_eq!(q.stats().queued, 4);
+    }
+
+    #[tokio::test]
+    async fn acks_in_any_order() {
+        let q = queue(100);
+        let lane = |i: usize| if i.is_multiple_of(3) { 0 } else { 5 };
+        let batch = (0..40).map(|i| entry(lane(i), &i.to_string())).collect();
+        admit(vec![(Arc::clone(&q), batch)]).await;
+        let mut c = q.consume().unwrap();
+        let mut out = Vec::new();
+        c.try_take(30, &mut out);
+        // Every other one, from the back; then nack one and ack the rest from the front.
+        for e in out.iter().rev().step_by(2) {
+            assert!(c.ack(e.seq));
+            assert!(!c.ack(e.seq), "acked twice");
+        }
+        let kept: Vec<u64> = out.iter().rev().skip(1).step_by(2).map(|e| e.seq).collect();
+        assert!(c.nack(kept[3]));
+        for &seq in kept.iter().rev() {
+            assert_eq!(c.ack(seq), seq != kept[3]);
+        }
+        assert_eq!(q.stats().delivered, 29);
+        assert_eq!(q.lengths().iter().sum::<usize>(), 11);
+        let again = c.next().await;
+        assert_eq!((again.seq, again.attempts), (kept[3], 1));
+    }
+
+    #[tokio::test]
     async fn multi_queue_admission_is_all_or_nothing() {
         let (full, free) = (queue(1), queue(10));
         admit(vec![(Arc::clone(&full), vec![entry(1, "x")])]).await;
@@ -529,7 +703,11 @@ mod tests {
     #[tokio::test]
     async fn an_empty_queue_admits_an_oversized_batch() {
         let q = queue(1);
-        admit(vec![(Arc::clone(&q), vec![entry(1, "a"), entry(1, "b"), entry(1, "c")])]).await;
+        admit(vec![(
+            Arc::clone(&q),
+            vec![entry(1, "a"), entry(1, "b"), entry(1, "c")],
+        )])
+        .await;
         assert_eq!(q.stats().queued, 3);
     }
 

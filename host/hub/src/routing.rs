@@ -181,9 +181,9 @@ impl Table {
             }
             let lane = installed.compiled.lane;
             let expires = installed.compiled.ttl.map(|ttl| now + ttl);
-            let same = out[first..].iter_mut().find(|d| {
-                Arc::ptr_eq(&d.queue, &installed.queue) && d.input == installed.input
-            });
+            let same = out[first..]
+                .iter_mut()
+                .find(|d| Arc::ptr_eq(&d.queue, &installed.queue) && d.input == installed.input);
             match same {
                 Some(d) if lane < d.lane => {
                     d.lane = lane;
@@ -224,10 +224,17 @@ mod tests {
 
     #[test]
     fn bad_routes_name_themselves() {
-        let err = RouteSet::compile(&[spec("r1", "FROM /* INTO $upstream", None), spec("bad", "FROM", None)], 7200)
-            .unwrap_err();
+        let err = RouteSet::compile(
+            &[
+                spec("r1", "FROM /* INTO $upstream", None),
+                spec("bad", "FROM", None),
+            ],
+            7200,
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("route \"bad\": "), "{err}");
-        let err = RouteSet::compile(&[spec("p", "FROM /* INTO $upstream", Some(10))], 7200).unwrap_err();
+        let err =
+            RouteSet::compile(&[spec("p", "FROM /* INTO $upstream", Some(10))], 7200).unwrap_err();
         assert!(err.to_string().contains("priority 10"), "{err}");
     }
 }

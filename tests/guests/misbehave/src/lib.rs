@@ -2,10 +2,10 @@
 //!
 //! | Mode | behaviour |
 //! |---|---|
-//! | `relay` (default) | forwards every input unchanged on `output` |
+//! | `relay` (default) | forwards every input unchanged on `output`; with `Stamp=1` it first sets property `t1` (see below) |
 //! | `props` | forwards every input on `output` after reading only its properties, tagging `seen=1` |
 //! | `count` | consumes inputs, reports `{"received": n, "bodyBytes": m}` in its twin every `ReportEvery` inputs |
-//! | `source` | sends `Burst` messages of `Size` bytes per tick on `output`, ticking every `TickMs` ms, up to `Total` |
+//! | `source` | sends `Burst` messages of `Size` bytes per tick on `output`, ticking every `TickMs` ms, up to `Total`; each carries property `n` (1, 2, …), and with `Stamp=1` also `t0` (see below) |
 //! | `trap` | panics (a trap) on every input |
 //! | `trap-after` | relays, but panics on the input whose body is `boom` |
 //! | `loop` | loops forever on every input |
@@ -16,11 +16,15 @@
 //! | `reject` | rejects every input |
 //! | `retry` | asks for a retry of every input until it has seen it `RetryTimes` times, then relays it |
 //!
+//! Latency stamps (`host/bench`, `Stamp=1`): `t0`, set by `source` as each message is sent, and `t1`, set by
+//! `relay` with `Stamp=1` when it starts handling an input, are wall-clock nanoseconds since the
+//! Unix epoch (`SystemTime`, WASI's wall clock), so `t1 - t0` is the hop through the hub.
+//!
 //! It answers the direct method `echo` with its payload and `crash` by panicking, and reports
 //! its desired properties' `$version` when they change.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use verge_sdk::{Error, InputError, Message, MethodResponse, Module, log, timer, twin};
@@ -38,6 +42,15 @@ struct Misbehave {
     retries: HashMap<String, u32>,
     retry_times: u32,
     hoard: Vec<Vec<u8>>,
+    stamp: bool,
+}
+
+/// Wall-clock nanoseconds since the Unix epoch, as the latency stamps carry them.
+fn now_nanos() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+        .to_string()
 }
 
 fn setting<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -64,6 +77,7 @@ impl Module for Misbehave {
             retries: HashMap::new(),
             retry_times: setting("RetryTimes", 2),
             hoard: Vec::new(),
+            stamp: setting("Stamp", 0u8) == 1,
             mode,
         };
         log::info(&format!("mode {}", module.mode));
@@ -74,9 +88,15 @@ impl Module for Misbehave {
     }
 
     fn on_input(&mut self, _input: &str, message: Message) -> Result<(), InputError> {
+        let started = self.stamp.then(now_nanos);
         self.received += 1;
         match self.mode.as_str() {
-            "relay" => verge_sdk::send("output", &message).map_err(InputError::retry),
+            "relay" => {
+                if let Some(t1) = started {
+                    message.set_property("t1", &t1);
+                }
+                verge_sdk::send("output", &message).map_err(InputError::retry)
+            }
             "props" => {
                 let _ = message.properties();
                 message.set_property("seen", "1");
@@ -84,7 +104,7 @@ impl Module for Misbehave {
             }
             "count" => {
                 self.body_bytes += message.body().len() as u64;
-                if self.received % self.report_every == 0 {
+                if self.received.is_multiple_of(self.report_every) {
                     twin::report(&json!({"received": self.received, "bodyBytes": self.body_bytes}))
                         .map_err(InputError::retry)?;
                 }
@@ -134,6 +154,9 @@ impl Module for Misbehave {
             }
             self.sent += 1;
             let message = Message::new(&body).with_property("n", &self.sent.to_string());
+            if self.stamp {
+                message.set_property("t0", &now_nanos());
+            }
             verge_sdk::send("output", &message)?;
         }
         timer::schedule(self.tick);
@@ -141,15 +164,22 @@ impl Module for Misbehave {
     }
 
     fn on_desired_changed(&mut self, patch: &str) -> Result<(), Error> {
-        let patch: Value = serde_json::from_str(patch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let patch: Value =
+            serde_json::from_str(patch).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         twin::report(&json!({"seenDesiredVersion": patch["$version"]}))
     }
 
     fn on_method(&mut self, name: &str, payload: &str) -> Result<MethodResponse, Error> {
         match name {
-            "echo" => Ok(MethodResponse { status: 200, payload: payload.to_owned() }),
+            "echo" => Ok(MethodResponse {
+                status: 200,
+                payload: payload.to_owned(),
+            }),
             "crash" => panic!("told to crash"),
-            _ => Ok(MethodResponse { status: 404, payload: json!({"message": "no such method"}).to_string() }),
+            _ => Ok(MethodResponse {
+                status: 404,
+                payload: json!({"message": "no such method"}).to_string(),
+            }),
         }
     }
 }
