@@ -268,7 +268,7 @@ fn message_pool(hub: &Hub, n: usize) -> Vec<Arc<Message>> {
     (0..n)
         .map(|i| {
             let mut m = Message::new(vec![b'x'; BODY]).with_property("n", &i.to_string());
-            hub.stamp(&src, Some("out"), &mut m);
+            hub.stamp(&src, Some("out".into()), &mut m);
             Arc::new(m)
         })
         .collect()

@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
-use verge_message::{Message, system};
+use verge_message::{Message, Text, system};
 
 pub use methods::{MethodCall, MethodError, MethodListener, MethodResponse, Methods};
 pub use queue::{Ack, Consumer, DEFAULT_LANE, Entry, LANES, Queue, QueueLimits};
@@ -212,18 +212,26 @@ impl Hub {
     }
 
     /// Mark `message` as sent by `sender` on `output`: sets `connectionDeviceId`,
-    /// `connectionModuleId` and `outputName`, overriding whatever the sender put there.
-    pub fn stamp(&self, sender: &Identity, output: Option<&str>, message: &mut Message) {
+    /// `connectionModuleId` and `outputName`, overriding whatever the sender put there. Copies no
+    /// text: the names are static and the ids shared.
+    pub fn stamp(&self, sender: &Identity, output: Option<Text>, message: &mut Message) {
         let sys = message.system_mut();
-        sys.insert(system::CONNECTION_DEVICE_ID, sender.device_id());
-        match sender.module_id() {
-            Some(module) => sys.insert(system::CONNECTION_MODULE_ID, module),
+        let name = Text::from_static;
+        sys.insert_text(
+            name(system::CONNECTION_DEVICE_ID),
+            Text::shared(Arc::clone(&sender.device_id)),
+        );
+        match &sender.module_id {
+            Some(module) => sys.insert_text(
+                name(system::CONNECTION_MODULE_ID),
+                Text::shared(Arc::clone(module)),
+            ),
             None => {
                 sys.remove(system::CONNECTION_MODULE_ID);
             }
         }
         match output {
-            Some(output) => sys.insert(system::OUTPUT_NAME, output),
+            Some(output) => sys.insert_text(name(system::OUTPUT_NAME), output),
             None => {
                 sys.remove(system::OUTPUT_NAME);
             }

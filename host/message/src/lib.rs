@@ -17,7 +17,7 @@ pub mod system;
 pub mod time;
 
 pub use bytes::Bytes;
-pub use properties::{PropertyMap, names_equal};
+pub use properties::{PropertyMap, Text, names_equal};
 
 /// A message: body, application properties and system properties.
 #[derive(Clone, Debug, Default, PartialEq)]

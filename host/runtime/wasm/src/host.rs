@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use verge_hub::{Hub, Identity};
-use verge_message::Message;
+use verge_message::{Message, Text};
 use verge_runtime::{ModuleLog, Stream};
 use verge_twin::TwinStore;
 use wasmtime::component::{Resource, ResourceTable};
@@ -102,6 +102,8 @@ pub struct Host {
     pub log: ModuleLog,
     /// Messages sent during the current call, stamped.
     pub outbox: Vec<Arc<Message>>,
+    /// The module's output names, shared, so that stamping a message copies no text.
+    pub outputs: Vec<Text>,
     pub timer: TimerRequest,
     /// Body bytes the guest has copied into its memory (`message.body`), over its lifetime.
     pub body_bytes_read: u64,
@@ -117,6 +119,19 @@ impl Host {
         self.deadline = Instant::now() + limit;
         self.deadline_hit = false;
         self.outbox.clear();
+    }
+
+    /// `output` as shared text, from the module's own list of outputs.
+    fn output_text(&mut self, output: &str) -> Text {
+        if let Some(known) = self.outputs.iter().find(|o| &***o == output) {
+            return known.clone();
+        }
+        let text = Text::from(output);
+        // A module has a handful of outputs; a module inventing names per message gets no cache.
+        if self.outputs.len() < 64 {
+            self.outputs.push(text.clone());
+        }
+        text
     }
 
     fn module_id(&self) -> &str {
@@ -161,9 +176,10 @@ impl outputs::Host for Host {
         if self.outbox.len() >= self.limits.max_outbox {
             return Ok(Err(GuestError::Busy));
         }
-        // A header copy; the body buffer is shared.
+        // Shares the body and the property maps; stamping copies the system map's entries only.
         let mut stamped = Message::clone(&guest.message);
-        self.hub.stamp(&self.identity, Some(&output), &mut stamped);
+        let output = self.output_text(&output);
+        self.hub.stamp(&self.identity, Some(output), &mut stamped);
         self.outbox.push(Arc::new(stamped));
         Ok(Ok(()))
     }

@@ -173,6 +173,7 @@ impl Instance {
             twins: context.twins,
             log: context.log,
             outbox: Vec::new(),
+            outputs: Vec::new(),
             timer: TimerRequest::default(),
             body_bytes_read: 0,
             deadline: Instant::now(),

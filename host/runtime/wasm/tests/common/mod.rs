@@ -102,7 +102,7 @@ impl Rig {
     pub async fn inject(&self, from: &str, output: &str, body: &[u8]) -> Arc<Message> {
         let mut m = Message::new(body.to_vec()).with_system("contentType", "application/json");
         self.hub
-            .stamp(&Identity::module(DEVICE, from), Some(output), &mut m);
+            .stamp(&Identity::module(DEVICE, from), Some(output.into()), &mut m);
         let m = Arc::new(m);
         self.hub
             .commit(Commit {
