@@ -292,9 +292,9 @@ macro_rules! export_module {
                 fn on_timer() -> Result<(), Error> {
                     with(|module| module.on_timer())
                 }
-    }
+            }
 
-            $crate::bindings::export!(Exported with_types_in $crate::bindings);
+            $crate::bindings::export! { Exported with_types_in $crate::bindings }
         };
     };
 }
