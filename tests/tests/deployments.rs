@@ -288,3 +288,23 @@ fn desired_status_stops_and_starts_a_module() {
         "followed: {line:?}"
     );
 }
+
+#[test]
+fn a_broken_component_is_reported_by_the_compiler_process() {
+    let daemon = Daemon::start("broken-component", TEST_CONFIG, None);
+    // A component header followed by garbage: only compiling finds out.
+    let broken = daemon.dir().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0\x07garbage-that-is-no-section").unwrap();
+    let mut manifest = base();
+    manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["bad"] =
+        wasm_module(&broken, &[], json!({}));
+    let out = daemon.deploy("broken.json", &manifest);
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    let bad = daemon.module("bad").unwrap();
+    assert_eq!(bad["status"], "failed");
+    let why = bad["description"].as_str().unwrap();
+    assert!(why.contains("not a valid component"), "{why}");
+    // The daemon, and the modules beside it, are fine.
+    assert_eq!(daemon.module("filter").unwrap()["status"], "running");
+    assert_eq!(daemon.monitor(1, 10.0, true).len(), 1);
+}

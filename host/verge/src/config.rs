@@ -185,6 +185,10 @@ impl Config {
         o.defaults.call_timeout = Duration::from_millis(w.call_timeout_ms);
         o.defaults.init_timeout = Duration::from_millis(w.init_timeout_ms);
         o.max_message_bytes = w.max_message_bytes;
+        // Compile in a child process (this binary), so the daemon never holds the compiler.
+        if let Ok(exe) = std::env::current_exe() {
+            o.compiler = verge_runtime_wasm::Compiler::Subprocess(exe);
+        }
         o
     }
 

@@ -106,6 +106,18 @@ enum Command {
         #[command(subcommand)]
         command: TwinCommand,
     },
+    /// Compile a component for the daemon's engine (the daemon runs this in a child process).
+    #[command(hide = true)]
+    CompileComponent {
+        #[arg(long)]
+        max_modules: u32,
+        #[arg(long)]
+        max_memory_bytes: u64,
+        #[arg(long, action = clap::ArgAction::Set)]
+        pooling: bool,
+        input: PathBuf,
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +159,31 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         return cli::route_test(route, message);
+    }
+    if let Command::CompileComponent {
+        max_modules,
+        max_memory_bytes,
+        pooling,
+        input,
+        output,
+    } = &cli.command
+    {
+        let settings = verge_runtime_wasm::EngineSettings {
+            max_modules: *max_modules,
+            max_memory_bytes: *max_memory_bytes,
+            pooling: *pooling,
+        };
+        return match verge_runtime_wasm::compile_file(&settings, input, output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ verge_runtime::RuntimeError::Invalid(_)) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match &cli.config {
         Some(path) => match config::Config::load(path) {
@@ -198,7 +235,7 @@ fn main() -> ExitCode {
             Command::Twin {
                 command: TwinCommand::Show { id },
             } => cli::twin_show(&client(), &id).await,
-            Command::Route { .. } => Ok(ExitCode::from(2)),
+            Command::Route { .. } | Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
         }
     });
     match result {

@@ -17,8 +17,53 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances: the granularity of call deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Build the engine. Returns it and whether the pooling allocator is in use.
-pub fn build(max_instances: u32, max_memory_bytes: u64) -> wasmtime::Result<(Engine, bool)> {
+/// What an engine is built from. Compiled code is only valid for an engine built from the same
+/// settings, so the compiler process (see [`crate::Compiler`]) gets them too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Modules that can run at once (sizes the pooling allocator).
+    pub max_modules: u32,
+    /// The largest memory any module may have.
+    pub max_memory_bytes: u64,
+    /// Whether the pooling allocator is used.
+    pub pooling: bool,
+}
+
+/// Build the engine exactly as `settings` say (no fallback).
+pub fn build_exact(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    if !settings.pooling {
+        return Engine::new(&base_config());
+    }
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(
+        settings.max_modules,
+        settings.max_memory_bytes,
+    )));
+    Engine::new(&config)
+}
+
+/// Build the engine, with the pooling allocator if it can be had. Returns it and the settings
+/// it was built from.
+pub fn build(
+    max_instances: u32,
+    max_memory_bytes: u64,
+) -> wasmtime::Result<(Engine, EngineSettings)> {
+    let mut settings = EngineSettings {
+        max_modules: max_instances,
+        max_memory_bytes,
+        pooling: true,
+    };
+    match build_exact(&settings) {
+        Ok(engine) => Ok((engine, settings)),
+        Err(e) => {
+            tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+            settings.pooling = false;
+            Ok((build_exact(&settings)?, settings))
+        }
+    }
+}
+
+fn pool(max_instances: u32, max_memory_bytes: u64) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     let n = max_instances.max(1);
     pool.total_component_instances(n)
@@ -34,15 +79,7 @@ pub fn build(max_instances: u32, max_memory_bytes: u64) -> wasmtime::Result<(Eng
         .max_component_instance_size(10 << 20)
         .max_core_instance_size(10 << 20)
         .max_memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX));
-    let mut config = base_config();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    match Engine::new(&config) {
-        Ok(engine) => Ok((engine, true)),
-        Err(e) => {
-            tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-            Ok((Engine::new(&base_config())?, false))
-        }
-    }
+    pool
 }
 
 fn base_config() -> Config {

@@ -33,6 +33,8 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime_wasi_config::WasiConfig;
 
+pub use cache::{Compiler, compile_file};
+pub use engine::EngineSettings;
 pub use instance::{EXIT_DEADLINE, EXIT_INIT_ERROR, EXIT_MEMORY, EXIT_TRAP, POISON_ATTEMPTS};
 pub use options::ModuleOptions;
 
@@ -54,6 +56,8 @@ pub struct WasmOptions {
     pub max_message_bytes: u64,
     /// Most messages one call may send.
     pub max_messages_per_call: usize,
+    /// Where components are compiled.
+    pub compiler: Compiler,
 }
 
 impl WasmOptions {
@@ -71,6 +75,7 @@ impl WasmOptions {
             },
             max_message_bytes: 256 * 1024,
             max_messages_per_call: 10_000,
+            compiler: Compiler::InProcess,
         }
     }
 }
@@ -105,7 +110,7 @@ fn failed(what: &str) -> impl FnOnce(wasmtime::Error) -> RuntimeError + '_ {
 impl WasmRuntime {
     /// Build the engine, linker and cache.
     pub fn new(options: WasmOptions) -> Result<Self, RuntimeError> {
-        let (engine, pooling) = engine::build(options.max_modules, options.max_memory_bytes)
+        let (engine, settings) = engine::build(options.max_modules, options.max_memory_bytes)
             .map_err(failed("wasm engine"))?;
         let mut linker = Linker::<Host>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed("linking WASI"))?;
@@ -121,7 +126,13 @@ impl WasmRuntime {
             .map_err(failed("linking wasi:logging"))?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |h| WasiConfig::from(&h.config))
             .map_err(failed("linking wasi:config"))?;
-        let cache = ComponentCache::new(options.cache_dir.clone(), &engine).map_err(|e| {
+        let cache = ComponentCache::new(
+            options.cache_dir.clone(),
+            &engine,
+            settings,
+            options.compiler.clone(),
+        )
+        .map_err(|e| {
             RuntimeError::Failed(format!(
                 "component cache {}: {e}",
                 options.cache_dir.display()
@@ -135,7 +146,7 @@ impl WasmRuntime {
                 linker,
                 cache: Arc::new(cache),
                 options,
-                pooling,
+                pooling: settings.pooling,
                 _ticker: ticker,
             }),
         })
