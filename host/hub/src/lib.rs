@@ -29,6 +29,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
+pub use verge_message::Identity;
 use verge_message::{Message, Text, system};
 
 pub use methods::{MethodCall, MethodError, MethodListener, MethodResponse, Methods};
@@ -41,51 +42,6 @@ use stats::HubCounters;
 
 /// Messages a slow `verge monitor` may fall behind before it skips some.
 const TAP_BACKLOG: usize = 1024;
-
-/// Who sent a message or serves a destination: a device, or a module on a device.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    device_id: Arc<str>,
-    module_id: Option<Arc<str>>,
-}
-
-impl Identity {
-    /// A module of `device`.
-    pub fn module(device: &str, module: &str) -> Self {
-        Self {
-            device_id: device.into(),
-            module_id: Some(module.into()),
-        }
-    }
-
-    /// A device (a leaf device, or the edge device itself).
-    pub fn device(device: &str) -> Self {
-        Self {
-            device_id: device.into(),
-            module_id: None,
-        }
-    }
-
-    /// The device id.
-    pub fn device_id(&self) -> &str {
-        &self.device_id
-    }
-
-    /// The module id, for a module.
-    pub fn module_id(&self) -> Option<&str> {
-        self.module_id.as_deref()
-    }
-}
-
-impl fmt::Display for Identity {
-    /// `device` or `device/module`, as IoT Hub writes client ids.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.module_id {
-            Some(m) => write!(f, "{}/{m}", self.device_id),
-            None => f.write_str(&self.device_id),
-        }
-    }
-}
 
 /// A destination with a queue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -217,15 +173,9 @@ impl Hub {
     pub fn stamp(&self, sender: &Identity, output: Option<Text>, message: &mut Message) {
         let sys = message.system_mut();
         let name = Text::from_static;
-        sys.insert_text(
-            name(system::CONNECTION_DEVICE_ID),
-            Text::shared(Arc::clone(&sender.device_id)),
-        );
-        match &sender.module_id {
-            Some(module) => sys.insert_text(
-                name(system::CONNECTION_MODULE_ID),
-                Text::shared(Arc::clone(module)),
-            ),
+        sys.insert_text(name(system::CONNECTION_DEVICE_ID), sender.device_text());
+        match sender.module_text() {
+            Some(module) => sys.insert_text(name(system::CONNECTION_MODULE_ID), module),
             None => {
                 sys.remove(system::CONNECTION_MODULE_ID);
             }

@@ -11,12 +11,14 @@
 //! [`json`] is the one JSON form of a message used at the edges (the `verge route test` message
 //! file, `verge monitor` output).
 
+mod identity;
 pub mod json;
 mod properties;
 pub mod system;
 pub mod time;
 
 pub use bytes::Bytes;
+pub use identity::Identity;
 pub use properties::{PropertyMap, Text, names_equal};
 
 /// A message: body, application properties and system properties.
