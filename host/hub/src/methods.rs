@@ -33,6 +33,11 @@ impl MethodCall {
     pub fn respond(self, response: MethodResponse) {
         let _ = self.reply.send(response);
     }
+
+    /// Whether the caller stopped waiting (timed out or went away).
+    pub fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// A method's answer.
