@@ -47,6 +47,8 @@ device_id = \"test-device\"
 cool_off_time_unit_secs = 1
 stop_grace_secs = 2
 deploy_timeout_secs = 60
+[mqtt]
+tls_port = 0
 ";
 
 impl Daemon {

@@ -7,6 +7,7 @@
 //! - [`python_guest`] builds a Python sample (`samples/modules/{name}/build.sh`, componentize-py)
 //!   once per test run and returns its component's path.
 //! - [`workspace`] is the repository root.
+//! - [`softhsm`] makes a private SoftHSM2 token (PKCS#11) for key store tests.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,3 +142,4 @@ pub fn python_guest(name: &str) -> PathBuf {
     path
 }
 pub mod daemon;
+pub mod softhsm;

@@ -19,6 +19,15 @@
 //! init_timeout_ms = 10000
 //! max_message_bytes = 262144
 //!
+//! [mqtt]
+//! bind = "0.0.0.0"                      # the TLS listener's address
+//! tls_port = 8883                       # MQTT over TLS (IoT Hub's port); 0 turns it off
+//! plain_port = 0                        # plain MQTT on 127.0.0.1 only, for development; 0 = off
+//!
+//! [keys]                                # absent: keys in files under data_dir/keys (mode 0600)
+//! pkcs11_library = "/usr/lib/softhsm/libsofthsm2.so"
+//! pkcs11_uri = "pkcs11:token=verge?pin-value=1234"   # or pin-source=file:/path, slot-id=N
+//!
 //! [agent]
 //! max_restart_count = 20                # also MaxRestartCount in edgeAgent's env
 //! cool_off_time_unit_secs = 10          # also CoolOffTimeUnitInSeconds
@@ -55,6 +64,42 @@ pub struct Config {
     pub wasm: WasmSection,
     /// Agent settings.
     pub agent: AgentSection,
+    /// The MQTT front.
+    pub mqtt: MqttSection,
+    /// Where keys live.
+    pub keys: KeysSection,
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSection {
+    /// Address of the TLS listener.
+    pub bind: std::net::IpAddr,
+    /// Port of MQTT over TLS; 0 turns it off.
+    pub tls_port: u16,
+    /// Port of plain MQTT on 127.0.0.1; 0 (the default) turns it off.
+    pub plain_port: u16,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            tls_port: 8883,
+            plain_port: 0,
+        }
+    }
+}
+
+/// `[keys]`: a PKCS#11 token, or (both absent) files in the data directory.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysSection {
+    /// The PKCS#11 module (a `.so`).
+    pub pkcs11_library: Option<PathBuf>,
+    /// The token, as a PKCS#11 URI (RFC 7512).
+    pub pkcs11_uri: Option<String>,
 }
 
 /// `[hub]`
@@ -113,6 +158,8 @@ impl Default for Config {
             hub: HubSection::default(),
             wasm: WasmSection::default(),
             agent: AgentSection::default(),
+            mqtt: MqttSection::default(),
+            keys: KeysSection::default(),
         }
     }
 }

@@ -1,0 +1,143 @@
+//! Who a client is: the CONNECT credentials, checked by an [`Authenticator`].
+//!
+//! The MQTT front knows IoT Hub's CONNECT rules (client id, username); whether a SAS token or a
+//! certificate proves an identity is the identity registry's business, behind this trait;
+//! [`RegistryAuthenticator`] is the daemon's implementation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use verge_identity::{AuthError, Registry};
+use verge_message::Identity;
+use verge_tls::ClientAuth;
+
+/// What a client presented in CONNECT and the TLS handshake.
+#[derive(Debug)]
+pub struct Credentials<'a> {
+    /// The identity the username names.
+    pub identity: &'a Identity,
+    /// The password: a SAS token, or empty with a client certificate.
+    pub password: Option<&'a str>,
+    /// The client certificate chain (DER, end-entity first), when TLS carried one.
+    pub certificates: &'a [Vec<u8>],
+}
+
+/// How a client proved its identity (`connectionAuthMethod`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A SAS token signed with the identity's key.
+    Sas,
+    /// A client certificate whose thumbprint is registered.
+    X509Thumbprint,
+    /// A client certificate chained to a trusted CA, with CN = the device id.
+    X509Ca,
+}
+
+impl AuthMethod {
+    /// The name IoT Hub uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sas => "sasToken",
+            Self::X509Thumbprint => "selfSigned",
+            Self::X509Ca => "certificateAuthority",
+        }
+    }
+}
+
+/// Why a client was refused; the CONNACK says only "bad credentials" or "not authorised".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Unknown identity, bad or expired token, wrong certificate.
+    #[error("bad credentials: {0}")]
+    BadCredentials(String),
+    /// The identity exists but may not connect here.
+    #[error("not authorised: {0}")]
+    NotAuthorised(String),
+}
+
+/// Checks CONNECT credentials.
+pub trait Authenticator: Send + Sync + fmt::Debug {
+    /// The method that proved `credentials.identity`, or why it was refused.
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<AuthMethod, Refused>;
+}
+
+/// The daemon's authenticator: SAS tokens and client certificates checked against the identity
+/// registry; certificate chains against the TLS listener's trusted CAs.
+#[derive(Debug)]
+pub struct RegistryAuthenticator {
+    registry: Arc<Registry>,
+    client_auth: Option<Arc<ClientAuth>>,
+}
+
+impl RegistryAuthenticator {
+    /// Check clients against `registry`; certificates with `client_auth` (the verifier the TLS
+    /// listener uses; `None` refuses every certificate).
+    pub fn new(registry: Arc<Registry>, client_auth: Option<Arc<ClientAuth>>) -> Self {
+        Self {
+            registry,
+            client_auth,
+        }
+    }
+
+    fn certificate(&self, identity: &Identity, chain: &[Vec<u8>]) -> Result<AuthMethod, Refused> {
+        let bad = |why: String| Refused::BadCredentials(why);
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(bad("neither a SAS token nor a client certificate".into()));
+        };
+        let Some(client_auth) = &self.client_auth else {
+            return Err(bad("client certificates are not accepted here".into()));
+        };
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let cert = client_auth
+            .identify(&CertificateDer::from(end_entity.as_slice()), &intermediates)
+            .map_err(|e| bad(format!("client certificate: {e}")))?;
+        let now = SystemTime::now();
+        if now < cert.not_before || now > cert.not_after {
+            return Err(bad(
+                "the client certificate is outside its validity period".into()
+            ));
+        }
+        match self
+            .registry
+            .authenticate_x509(identity, end_entity, cert.common_name.as_deref())
+        {
+            Ok(verge_identity::AuthMethod::X509Ca) if !cert.chained_to_trusted_ca => Err(bad(
+                "the client certificate is not issued by a trusted CA".into(),
+            )),
+            Ok(verge_identity::AuthMethod::X509Ca) => Ok(AuthMethod::X509Ca),
+            Ok(_) => Ok(AuthMethod::X509Thumbprint),
+            Err(e) => Err(refusal(e)),
+        }
+    }
+}
+
+/// An unknown identity or a wrong secret is "bad credentials"; a store failure is not the
+/// client's fault but still refuses it.
+fn refusal(e: AuthError) -> Refused {
+    match e {
+        AuthError::WrongAuthMethod { .. } => Refused::NotAuthorised(e.to_string()),
+        other => Refused::BadCredentials(other.to_string()),
+    }
+}
+
+impl Authenticator for RegistryAuthenticator {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<AuthMethod, Refused> {
+        match credentials.password {
+            Some(token) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                self.registry
+                    .authenticate_sas(credentials.identity, token, now)
+                    .map(|_| AuthMethod::Sas)
+                    .map_err(refusal)
+            }
+            None => self.certificate(credentials.identity, credentials.certificates),
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! One client's connection: CONNECT, then packets in and deliveries out until either side ends.
+//!
+//! A session is one task that owns the socket. It reads whatever packets have arrived, hands all
+//! the messages among them to the hub as one [`Commit`] and only then answers their PUBACKs, so a
+//! PUBACK always means "routed" (and, with the durable store, "stored"). Deliveries come from the
+//! hub's queue of the module's inputs through a [`Consumer`]: a QoS 1 delivery stays in flight
+//! until the client's PUBACK acks it; a client that goes away returns what it had in flight to
+//! the queue. Twin and method traffic are answered from the twin store and the hub's method
+//! registry.
+//!
+//! Authorisation is checked on every PUBLISH and SUBSCRIBE against the identity the client proved
+//! in CONNECT: a module publishes only its own outputs and subscribes only to its own inputs, twin
+//! and methods; a device only to its device topics. A refused PUBLISH closes the connection (MQTT
+//! 3.1.1 has no negative PUBACK; IoT Hub does the same); a refused filter gets the SUBACK failure
+//! code.
+
+use std::collections::HashMap;
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, info, warn};
+use verge_hub::{Commit, Consumer, Entry, MethodCall, MethodListener, MethodResponse, Target};
+use verge_message::{Identity, Message, Text, system};
+use verge_twin::DesiredWatch;
+
+use crate::auth::Credentials;
+use crate::codec::{self, Packet, QoS};
+use crate::dialect::{self, PublishTopic, Subscription};
+use crate::stats::{add, bump};
+use crate::{Broker, twin_id};
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum End {
+    #[error("client disconnected")]
+    Disconnected,
+    #[error("connection closed")]
+    Closed,
+    #[error("taken over by a new connection of the same client")]
+    TakenOver,
+    #[error("keep-alive expired")]
+    KeepAlive,
+    #[error("no CONNECT within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Messages read from one batch of packets and committed together.
+const MAX_BATCH: usize = 512;
+
+/// The socket with its buffers.
+struct Wire<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    max_packet_bytes: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    /// Read until a whole packet is buffered.
+    async fn packet(&mut self) -> Result<Packet, End> {
+        loop {
+            if let Some(p) = self.parse()? {
+                return Ok(p);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(End::Closed);
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<Packet>, End> {
+        codec::read(&mut self.rbuf, self.max_packet_bytes)
+            .map_err(|e| End::Malformed(format!("{e:?}")))
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Run one connection to its end.
+pub(crate) async fn run<S>(broker: Arc<Broker>, stream: S, certificates: Vec<Vec<u8>>, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut wire = Wire {
+        stream,
+        rbuf: BytesMut::with_capacity(16 * 1024),
+        wbuf: BytesMut::with_capacity(16 * 1024),
+        max_packet_bytes: broker.options.max_packet_bytes,
+    };
+    let connect_timeout = broker.options.connect_timeout;
+    let connect = match timeout(connect_timeout, wire.packet()).await {
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Ok(other)) => {
+            bump(&broker.counters.malformed);
+            debug!(%peer, "first packet is not CONNECT: {other:?}");
+            return;
+        }
+        Ok(Err(e)) => {
+            if matches!(e, End::Malformed(_)) {
+                bump(&broker.counters.malformed);
+            }
+            debug!(%peer, "before CONNECT: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "{}", End::ConnectTimeout(connect_timeout));
+            return;
+        }
+    };
+    let identity = match admit(&broker, &connect, &certificates) {
+        Ok(identity) => identity,
+        Err((code, why)) => {
+            bump(&broker.counters.connections_refused);
+            info!(%peer, client = %connect.client_id, "connection refused: {why}");
+            codec::put_connack(&mut wire.wbuf, false, code);
+            let _ = wire.flush().await;
+            return;
+        }
+    };
+
+    // One session per client: a new connection takes over, after the old one has let go of
+    // everything it held (its consumer, its method listener).
+    let slot = broker.slot(&identity);
+    slot.kick.notify_waiters();
+    let _held = slot.held.clone().lock_owned().await;
+    bump(&broker.counters.connections_accepted);
+    bump(&broker.counters.connected);
+    codec::put_connack(&mut wire.wbuf, false, 0);
+    let keep_alive = match connect.keep_alive {
+        0 => None,
+        // MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive.
+        s => Some(Duration::from_millis(u64::from(s) * 1500)),
+    };
+    info!(%peer, client = %identity, "connected");
+    let mut session = Session::new(Arc::clone(&broker), identity.clone());
+    let end = session.serve(&mut wire, keep_alive, &slot.kick).await;
+    broker
+        .counters
+        .connected
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    match &end {
+        End::Malformed(_) => {
+            bump(&broker.counters.malformed);
+            warn!(%peer, client = %identity, "closed: {end}");
+        }
+        End::Refused(_) => warn!(%peer, client = %identity, "closed: {end}"),
+        _ => info!(%peer, client = %identity, "closed: {end}"),
+    }
+    // The consumer returns its in-flight deliveries before the next connection may start.
+    drop(session);
+}
+
+/// Check CONNECT: protocol, username, client id, credentials. `Err` carries the CONNACK code.
+fn admit(
+    broker: &Broker,
+    connect: &mqttbytes::v4::Connect,
+    certificates: &[Vec<u8>],
+) -> Result<Identity, (u8, String)> {
+    if connect.protocol != mqttbytes::Protocol::V4 {
+        return Err((1, "only MQTT 3.1.1 is spoken here".into()));
+    }
+    let Some(login) = &connect.login else {
+        return Err((4, "no username".into()));
+    };
+    let info = dialect::parse_username(&login.username).map_err(|e| (4, e.to_string()))?;
+    let identity = info.identity;
+    if connect.client_id != identity.to_string() {
+        return Err((
+            2,
+            format!(
+                "client id {:?} does not match the username's identity {identity}",
+                connect.client_id
+            ),
+        ));
+    }
+    let password = Some(login.password.as_str()).filter(|p| !p.is_empty());
+    let credentials = Credentials {
+        identity: &identity,
+        password,
+        certificates,
+    };
+    match broker.auth.authenticate(&credentials) {
+        Ok(_method) => Ok(identity),
+        Err(crate::auth::Refused::BadCredentials(why)) => Err((4, why)),
+        Err(crate::auth::Refused::NotAuthorised(why)) => Err((5, why)),
+    }
+}
+
+/// A connected client's state.
+struct Session {
+    broker: Arc<Broker>,
+    identity: Identity,
+    /// The twin this identity reads and reports.
+    twin: String,
+    /// The module's inputs, once subscribed.
+    inputs: Option<Consumer>,
+    inputs_qos: QoS,
+    /// Deliveries awaiting PUBACK: packet id → queue position.
+    in_flight: HashMap<u16, u64>,
+    next_pkid: u16,
+    desired: Option<DesiredWatch>,
+    twin_responses: bool,
+    methods: Option<MethodListener>,
+    pending_calls: HashMap<String, MethodCall>,
+    next_rid: u64,
+    /// Reused buffers.
+    batch: Vec<Arc<Message>>,
+    pubacks: Vec<u16>,
+    entries: Vec<Entry>,
+    topic: String,
+}
+
+impl Session {
+    fn new(broker: Arc<Broker>, identity: Identity) -> Self {
+        let twin = twin_id(&identity, broker.hub.device_id());
+        Self {
+            broker,
+            identity,
+            twin,
+            inputs: None,
+            inputs_qos: QoS::AtLeastOnce,
+            in_flight: HashMap::new(),
+            next_pkid: 1,
+            desired: None,
+            twin_responses: false,
+            methods: None,
+            pending_calls: HashMap::new(),
+            next_rid: 1,
+            batch: Vec::new(),
+            pubacks: Vec::new(),
+            entries: Vec::new(),
+            topic: String::new(),
+        }
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+        keep_alive: Option<Duration>,
+        kick: &tokio::sync::Notify,
+    ) -> End {
+        let far = Duration::from_secs(86_400 * 365);
+        let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
+        if let Err(e) = wire.flush().await {
+            return e;
+        }
+        loop {
+            let room = self
+                .broker
+                .options
+                .max_in_flight
+                .saturating_sub(self.in_flight.len());
+            let result = tokio::select! {
+                biased;
+                _ = kick.notified() => Err(End::TakenOver),
+                read = wire.stream.read_buf(&mut wire.rbuf) => match read {
+                    Ok(0) => Err(End::Closed),
+                    Ok(_) => {
+                        deadline = Instant::now() + keep_alive.unwrap_or(far);
+                        self.on_readable(wire).await
+                    }
+                    Err(e) => Err(End::Io(e)),
+                },
+                taken = take(&mut self.inputs, room, &mut self.entries), if room > 0 => {
+                    let _ = taken;
+                    self.deliver(&mut wire.wbuf);
+                    Ok(())
+                }
+                patch = desired(&mut self.desired, &self.broker) => {
+                    match patch {
+                        Some(patch) => self.send_desired(&patch, &mut wire.wbuf),
+                        None => self.desired = None,
+                    }
+                    Ok(())
+                }
+                call = method(&mut self.methods) => {
+                    match call {
+                        Some(call) => self.send_method(call, &mut wire.wbuf),
+                        None => self.methods = None,
+                    }
+                    Ok(())
+                }
+                _ = sleep_until(deadline) => Err(End::KeepAlive),
+            };
+            if let Err(end) = result {
+                return end;
+            }
+            if let Err(end) = wire.flush().await {
+                return end;
+            }
+        }
+    }
+
+    /// Handle every complete packet in the read buffer; commit the messages among them.
+    async fn on_readable<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        wire: &mut Wire<S>,
+    ) -> Result<(), End> {
+        loop {
+            while self.batch.len() < MAX_BATCH {
+                let Some(packet) = wire.parse()? else { break };
+                self.on_packet(packet, &mut wire.wbuf)?;
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            self.commit(&mut wire.wbuf).await;
+            if self.batch.is_empty() && wire.rbuf.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn commit(&mut self, out: &mut BytesMut) {
+        let messages = std::mem::take(&mut self.batch);
+        let n = messages.len() as u64;
+        let report = self
+            .broker
+            .hub
+            .commit(Commit {
+                messages,
+                ack: None,
+            })
+            .await;
+        debug!(client = %self.identity, routed = report.routed, "committed {n} messages");
+        add(&self.broker.counters.messages_in, n);
+        for pkid in self.pubacks.drain(..) {
+            codec::put_puback(out, pkid);
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet, out: &mut BytesMut) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, out),
+            Packet::PubAck(ack) => {
+                if let (Some(seq), Some(consumer)) =
+                    (self.in_flight.remove(&ack.pkid), &self.inputs)
+                {
+                    consumer.ack(seq);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                let codes: Vec<u8> = s
+                    .filters
+                    .iter()
+                    .map(|f| self.subscribe(&f.path, f.qos))
+                    .collect();
+                codec::put_suback(out, s.pkid, &codes);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                for topic in &u.topics {
+                    self.unsubscribe(topic);
+                }
+                codec::put_unsuback(out, u.pkid);
+                Ok(())
+            }
+            Packet::PingReq => {
+                codec::put_pingresp(out);
+                Ok(())
+            }
+            Packet::Disconnect => Err(End::Disconnected),
+            other => Err(End::Malformed(format!("unexpected packet {other:?}"))),
+        }
+    }
+
+    fn refuse(&self, what: String) -> End {
+        bump(&self.broker.counters.publishes_refused);
+        End::Refused(what)
+    }
+
+    fn on_publish(&mut self, p: mqttbytes::v4::Publish, out: &mut BytesMut) -> Result<(), End> {
+        if p.qos == QoS::ExactlyOnce {
+            return Err(self.refuse("QoS 2 is not supported".into()));
+        }
+        let topic = dialect::parse_publish(&p.topic)
+            .map_err(|e| self.refuse(format!("{}: {e}", p.topic)))?;
+        match topic {
+            PublishTopic::DeviceTelemetry { .. } | PublishTopic::ModuleOutput { .. } => {
+                let named = topic.identity();
+                if !named.is_some_and(|named| named.is(&self.identity)) {
+                    return Err(
+                        self.refuse(format!("{} may not publish on {}", self.identity, p.topic))
+                    );
+                }
+                let bag = topic.bag().unwrap_or_default();
+                let mut message = Message::new(p.payload);
+                dialect::decode_properties(bag, &mut message)
+                    .map_err(|e| self.refuse(format!("{}: {e}", p.topic)))?;
+                let output = match self.identity.module_id() {
+                    Some(_) => message.system().get(system::OUTPUT_NAME).map(Text::from),
+                    None => None,
+                };
+                self.broker.hub.stamp(&self.identity, output, &mut message);
+                self.batch.push(Arc::new(message));
+                if p.qos == QoS::AtLeastOnce {
+                    self.pubacks.push(p.pkid);
+                }
+            }
+            PublishTopic::TwinGet { request_id: rid } => {
+                let docs = self.broker.twins.docs(&self.twin);
+                let body = serde_json::json!({"desired": docs.desired, "reported": docs.reported});
+                self.reply_twin(out, 200, rid, None, body.to_string().as_bytes());
+                self.ack_publish(&p, out);
+            }
+            PublishTopic::TwinReportedPatch {
+                request_id: rid, ..
+            } => {
+                let patched = match serde_json::from_slice::<Value>(&p.payload) {
+                    Ok(Value::Object(patch)) => self
+                        .broker
+                        .twins
+                        .patch_reported(&self.twin, &patch)
+                        .map_err(|e| e.to_string()),
+                    Ok(_) => Err("the reported patch is not a JSON object".into()),
+                    Err(e) => Err(format!("the reported patch is not JSON: {e}")),
+                };
+                match patched {
+                    Ok(version) => self.reply_twin(out, 204, rid, i64::try_from(version).ok(), b""),
+                    Err(e) => {
+                        let body = serde_json::json!({"message": e}).to_string();
+                        self.reply_twin(out, 400, rid, None, body.as_bytes());
+                    }
+                }
+                self.ack_publish(&p, out);
+            }
+            PublishTopic::MethodResponse {
+                status,
+                request_id: rid,
+            } => {
+                if let Some(call) = self.pending_calls.remove(rid) {
+                    let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                    call.respond(MethodResponse { status, payload });
+                }
+                self.ack_publish(&p, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn ack_publish(&mut self, p: &mqttbytes::v4::Publish, out: &mut BytesMut) {
+        if p.qos == QoS::AtLeastOnce {
+            // Answered in order: a PUBACK for a message still in the batch must not overtake it.
+            if self.batch.is_empty() {
+                codec::put_puback(out, p.pkid);
+            } else {
+                self.pubacks.push(p.pkid);
+            }
+        }
+    }
+
+    fn reply_twin(
+        &mut self,
+        out: &mut BytesMut,
+        status: u16,
+        rid: &str,
+        version: Option<i64>,
+        body: &[u8],
+    ) {
+        if !self.twin_responses {
+            return;
+        }
+        dialect::twin_response_topic(&mut self.topic, status, rid, version);
+        if !codec::put_publish(out, &self.topic, QoS::AtMostOnce, 0, body) {
+            warn!(client = %self.identity, "twin response dropped: the request id is too long");
+        }
+    }
+
+    /// SUBSCRIBE one filter: the granted QoS, or 0x80.
+    fn subscribe(&mut self, filter: &str, qos: QoS) -> u8 {
+        let granted = if qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let refused = |s: &Self, why: String| {
+            bump(&s.broker.counters.subscriptions_refused);
+            warn!(client = %s.identity, "subscription to {filter} refused: {why}");
+            0x80
+        };
+        let subscription = match dialect::parse_subscription(filter) {
+            Ok(s) => s,
+            Err(e) => return refused(self, e.to_string()),
+        };
+        match subscription {
+            Subscription::ModuleInputs {
+                device_id,
+                module_id: module,
+            } => {
+                let mine = self.identity.device_id() == device_id
+                    && self.identity.module_id() == Some(module);
+                if !mine || device_id != self.broker.hub.device_id() {
+                    return refused(
+                        self,
+                        format!(
+                            "{} may not read the inputs of {device_id}/{module}",
+                            self.identity
+                        ),
+                    );
+                }
+                if self.inputs.is_none() {
+                    match self.broker.hub.consume(&Target::Module(module.into())) {
+                        Ok(consumer) => self.inputs = Some(consumer),
+                        Err(e) => return refused(self, e.to_string()),
+                    }
+                }
+                self.inputs_qos = granted;
+            }
+            Subscription::CloudToDevice { device_id } => {
+                if self.identity.module_id().is_some() || self.identity.device_id() != device_id {
+                    return refused(
+                        self,
+                        format!("{} may not read messages for {device_id}", self.identity),
+                    );
+                }
+            }
+            Subscription::TwinResponses => self.twin_responses = true,
+            Subscription::DesiredPatches => {
+                if self.desired.is_none() {
+                    self.desired = Some(self.broker.twins.watch_desired(&self.twin));
+                }
+            }
+            Subscription::MethodRequests => {
+                if self.methods.is_none() {
+                    self.methods = Some(self.broker.hub.methods().listen(&self.identity));
+                }
+            }
+        }
+        match granted {
+            QoS::AtMostOnce => 0,
+            _ => 1,
+        }
+    }
+
+    fn unsubscribe(&mut self, filter: &str) {
+        match dialect::parse_subscription(filter) {
+            Ok(Subscription::ModuleInputs { .. }) => {
+                self.inputs = None;
+                self.in_flight.clear();
+            }
+            Ok(Subscription::TwinResponses) => self.twin_responses = false,
+            Ok(Subscription::DesiredPatches) => self.desired = None,
+            Ok(Subscription::MethodRequests) => self.methods = None,
+            Ok(Subscription::CloudToDevice { .. }) | Err(_) => {}
+        }
+    }
+
+    /// Write the entries just taken as PUBLISHes on the module's input topics.
+    fn deliver(&mut self, out: &mut BytesMut) {
+        let Some(consumer) = &self.inputs else { return };
+        let n = self.entries.len() as u64;
+        for entry in self.entries.drain(..) {
+            let input = entry.input.as_deref().unwrap_or("default");
+            let device = self.identity.device_id();
+            let module = self.identity.module_id().unwrap_or_default();
+            dialect::module_input_topic(&mut self.topic, device, module, input, &entry.message);
+            let body = entry.message.body();
+            match self.inputs_qos {
+                QoS::AtMostOnce => {
+                    if !codec::put_publish(out, &self.topic, QoS::AtMostOnce, 0, body) {
+                        undeliverable(&self.identity, &entry);
+                    }
+                    consumer.ack(entry.seq);
+                }
+                _ => {
+                    let pkid = next_pkid(&mut self.next_pkid, &self.in_flight);
+                    if codec::put_publish(out, &self.topic, QoS::AtLeastOnce, pkid, body) {
+                        self.in_flight.insert(pkid, entry.seq);
+                    } else {
+                        undeliverable(&self.identity, &entry);
+                        consumer.ack(entry.seq);
+                    }
+                }
+            }
+        }
+        add(&self.broker.counters.messages_out, n);
+    }
+
+    fn send_desired(&mut self, patch: &Value, out: &mut BytesMut) {
+        let version = patch.get("$version").and_then(Value::as_i64).unwrap_or(0);
+        dialect::desired_patch_topic(&mut self.topic, version);
+        // A version number always fits.
+        let _ = codec::put_publish(
+            out,
+            &self.topic,
+            QoS::AtMostOnce,
+            0,
+            patch.to_string().as_bytes(),
+        );
+    }
+
+    fn send_method(&mut self, call: MethodCall, out: &mut BytesMut) {
+        let rid = format!("{:x}", self.next_rid);
+        self.next_rid += 1;
+        dialect::method_request_topic(&mut self.topic, &call.name, &rid);
+        if !codec::put_publish(
+            out,
+            &self.topic,
+            QoS::AtMostOnce,
+            0,
+            call.payload.as_bytes(),
+        ) {
+            call.respond(MethodResponse {
+                status: 400,
+                payload: r#"{"message":"the method name is too long"}"#.into(),
+            });
+            return;
+        }
+        self.pending_calls.retain(|_, c| !c.is_abandoned());
+        self.pending_calls.insert(rid, call);
+    }
+}
+
+/// A message whose input topic (with its property bag) is longer than MQTT allows: dropped.
+fn undeliverable(identity: &Identity, entry: &Entry) {
+    warn!(client = %identity, seq = entry.seq, "message dropped: its properties make the topic longer than 65535 bytes");
+}
+
+/// The next packet id not in flight (1..=65535).
+fn next_pkid(next: &mut u16, in_flight: &HashMap<u16, u64>) -> u16 {
+    loop {
+        let pkid = *next;
+        *next = if *next == u16::MAX { 1 } else { *next + 1 };
+        if !in_flight.contains_key(&pkid) {
+            return pkid;
+        }
+    }
+}
+
+async fn take(consumer: &mut Option<Consumer>, max: usize, out: &mut Vec<Entry>) -> usize {
+    match consumer {
+        Some(c) => c.take(max, out).await,
+        None => pending().await,
+    }
+}
+
+async fn desired(watch: &mut Option<DesiredWatch>, broker: &Broker) -> Option<Arc<Value>> {
+    match watch {
+        Some(w) => w.changed(&broker.twins).await,
+        None => pending().await,
+    }
+}
+
+async fn method(listener: &mut Option<MethodListener>) -> Option<MethodCall> {
+    match listener {
+        Some(l) => l.next().await,
+        None => pending().await,
+    }
+}
