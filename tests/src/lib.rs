@@ -8,6 +8,7 @@
 //!   once per test run and returns its component's path.
 //! - [`workspace`] is the repository root.
 //! - [`softhsm`] makes a private SoftHSM2 token (PKCS#11) for key store tests.
+//! - [`mqtt`]: the Python MQTT clients, SAS tokens, loopback addresses for MQTT tests.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -142,4 +143,5 @@ pub fn python_guest(name: &str) -> PathBuf {
     path
 }
 pub mod daemon;
+pub mod mqtt;
 pub mod softhsm;

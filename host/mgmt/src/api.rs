@@ -9,6 +9,10 @@
 //! | `POST /modules/{name}/restart` | 204 |
 //! | `POST /modules/{name}/methods` ([`MethodRequest`]) | [`MethodAnswer`] (IoT Hub's shape) |
 //! | `GET /monitor?queued=true` | newline-delimited [`verge_message::json::MessageDoc`] |
+//! | `GET /identities` | [`IdentityInfo`]s |
+//! | `POST /identities` ([`NewIdentity`]) | 201 [`AddedIdentity`] (SAS keys only here, once) |
+//! | `DELETE /identities/{device}[/{module}]` | 204 |
+//! | `GET /trust-bundle` | [`TrustBundle`]: the edge CA certificate |
 //!
 //! Errors are [`ApiError`] bodies with an HTTP status.
 
@@ -130,4 +134,57 @@ pub struct MethodAnswer {
 pub struct ApiError {
     /// What went wrong.
     pub message: String,
+}
+
+/// One registered identity (never its keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityInfo {
+    /// `device` or `device/module`.
+    pub id: String,
+    /// `edge_device`, `module` (deployed, keys never leave the store), `external_module`,
+    /// `leaf_device`.
+    pub kind: String,
+    /// `SAS`, `X.509 thumbprint` or `X.509 CA`.
+    pub auth: String,
+    /// Changes when the identity is created again.
+    pub generation_id: String,
+}
+
+/// `POST /identities`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewIdentity {
+    /// `device` (a leaf device) or `module` (a module of this edge device run elsewhere).
+    pub kind: String,
+    /// The device or module id.
+    pub id: String,
+    /// Thumbprint authentication: the primary certificate's SHA-256 or SHA-1 thumbprint.
+    #[serde(default)]
+    pub thumbprint: Option<String>,
+    /// The secondary thumbprint.
+    #[serde(default)]
+    pub secondary_thumbprint: Option<String>,
+    /// CA authentication (devices): a certificate chained to the edge CA with CN = the id.
+    #[serde(default)]
+    pub ca: bool,
+}
+
+/// The answer to `POST /identities`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddedIdentity {
+    /// The identity.
+    pub identity: IdentityInfo,
+    /// With SAS: the connection string with the primary key (shown this once).
+    pub connection_string: Option<String>,
+    /// With SAS: the connection string with the secondary key.
+    pub secondary_connection_string: Option<String>,
+}
+
+/// `GET /trust-bundle`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrustBundle {
+    /// The edge CA certificate, PEM.
+    pub pem: String,
 }

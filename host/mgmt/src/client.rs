@@ -147,6 +147,15 @@ impl Client {
         Ok(())
     }
 
+    /// `DELETE path`, expecting no answer body.
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let (status, bytes) = Self::read(self.send(Method::DELETE, path, None).await?).await?;
+        if !status.is_success() {
+            return Err(Self::api_error(status, &bytes));
+        }
+        Ok(())
+    }
+
     /// `POST path` for requests whose refusals (HTTP 400) carry the same report as successes.
     pub async fn post_report<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -36,6 +36,10 @@ pub struct Services {
     pub data_dir: PathBuf,
     /// How long `deploy` waits for the agent to apply a deployment.
     pub deploy_timeout: Duration,
+    /// The identity registry.
+    pub identities: Arc<verge_identity::Registry>,
+    /// The edge CA certificate (PEM): what clients trust.
+    pub trust_bundle: Arc<str>,
 }
 
 /// The deployment's state from an agent status.

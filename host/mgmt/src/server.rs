@@ -25,7 +25,11 @@ use verge_message::time::rfc3339;
 use verge_runtime::{LogLine, Stream};
 
 use crate::Services;
-use crate::api::{ApiError, MethodAnswer, MethodRequest, ModuleList, Twin};
+use crate::api::{
+    AddedIdentity, ApiError, IdentityInfo, MethodAnswer, MethodRequest, ModuleList, NewIdentity,
+    TrustBundle, Twin,
+};
+use verge_identity::{IdentityKind, NewAuth, RegistryError};
 
 type Answer = Response<BoxBody<Bytes, Infallible>>;
 
@@ -215,6 +219,31 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
             }
         }
         (Method::GET, ["monitor"]) => monitor(&services, &query(&req)),
+        (Method::GET, ["identities"]) => {
+            let list: Vec<IdentityInfo> = services
+                .identities
+                .list()
+                .iter()
+                .map(identity_info)
+                .collect();
+            json(StatusCode::OK, &list)
+        }
+        (Method::POST, ["identities"]) => match read_json(req).await {
+            Err(answer) => answer,
+            Ok(body) => add_identity(&services, body),
+        },
+        (Method::DELETE, ["identities", device]) => {
+            remove_identity(&services, &Identity::device(device))
+        }
+        (Method::DELETE, ["identities", device, module]) => {
+            remove_identity(&services, &Identity::module(device, module))
+        }
+        (Method::GET, ["trust-bundle"]) => json(
+            StatusCode::OK,
+            &TrustBundle {
+                pem: services.trust_bundle.to_string(),
+            },
+        ),
         _ => error(StatusCode::NOT_FOUND, "no such management endpoint"),
     };
     Ok(answer)
@@ -361,6 +390,94 @@ pub async fn serve(services: Services, socket: &Path) -> std::io::Result<()> {
                 tracing::debug!(error = %e, "management connection ended");
             }
         });
+    }
+}
+
+fn identity_info(record: &verge_identity::Record) -> IdentityInfo {
+    let kind = match record.kind {
+        IdentityKind::EdgeDevice => "edge_device",
+        IdentityKind::Module => "module",
+        IdentityKind::ExternalModule => "external_module",
+        IdentityKind::LeafDevice => "leaf_device",
+    };
+    IdentityInfo {
+        id: record.identity.to_string(),
+        kind: kind.into(),
+        auth: record.auth.method().into(),
+        generation_id: record.generation_id.clone(),
+    }
+}
+
+fn add_identity(services: &Services, body: serde_json::Value) -> Answer {
+    let request: NewIdentity = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not an identity request: {e}"),
+            );
+        }
+    };
+    let auth = match (&request.thumbprint, request.ca) {
+        (None, false) => NewAuth::Sas,
+        (Some(primary), false) => NewAuth::X509Thumbprint {
+            primary: primary.clone(),
+            secondary: request.secondary_thumbprint.clone(),
+        },
+        (None, true) => NewAuth::X509Ca,
+        (Some(_), true) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "choose a thumbprint or CA authentication, not both",
+            );
+        }
+    };
+    let registry = &services.identities;
+    let added = match request.kind.as_str() {
+        "device" => registry.add_leaf_device(&request.id, auth),
+        "module" => registry.add_external_module(&request.id, auth),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown identity kind {other:?}: use device or module"),
+            );
+        }
+    };
+    match added {
+        Ok((record, credentials)) => json(
+            StatusCode::CREATED,
+            &AddedIdentity {
+                identity: identity_info(&record),
+                connection_string: credentials.as_ref().map(|c| c.primary.expose().to_owned()),
+                secondary_connection_string: credentials
+                    .as_ref()
+                    .map(|c| c.secondary.expose().to_owned()),
+            },
+        ),
+        Err(e @ RegistryError::Duplicate(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(
+            e @ (RegistryError::Io { .. } | RegistryError::Key(_) | RegistryError::Corrupt { .. }),
+        ) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+fn remove_identity(services: &Services, identity: &Identity) -> Answer {
+    match services.identities.get(identity).map(|r| r.kind) {
+        None => return error(StatusCode::NOT_FOUND, format!("no identity {identity}")),
+        Some(IdentityKind::EdgeDevice | IdentityKind::Module) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{identity} belongs to this edge device or its deployment; change the deployment instead"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    match services.identities.remove(identity) {
+        Ok(_) => empty(StatusCode::NO_CONTENT),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

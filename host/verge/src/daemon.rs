@@ -109,12 +109,16 @@ pub async fn run(
         Arc::clone(&twins),
     ));
 
+    let security = crate::security::start(&config, &data_dir, &hub, &twins).await?;
+
     let services = Services {
         hub,
         twins,
         agent: agent.clone(),
         data_dir: data_dir.clone(),
         deploy_timeout: Duration::from_secs(config.agent.deploy_timeout_secs),
+        identities: security.registry,
+        trust_bundle: security.trust_bundle,
     };
     let startup = match deployment {
         Some(path) => Some((read_manifest(&path)?, path.display().to_string())),

@@ -11,6 +11,7 @@
 mod cli;
 mod config;
 mod daemon;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,13 @@ enum Command {
         #[command(subcommand)]
         command: TwinCommand,
     },
+    /// Manage the identities of leaf devices and external modules.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Print the edge CA certificate (PEM) that MQTT clients trust.
+    TrustBundle,
     /// Compile a component for the daemon's engine (the daemon runs this in a child process).
     #[command(hide = true)]
     CompileComponent {
@@ -129,6 +137,38 @@ enum RouteCommand {
         /// The message: `{"properties":{…},"systemProperties":{…},"body":…}`.
         #[arg(long)]
         message: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdentityCommand {
+    /// Register a leaf device or an external module; prints its connection string (SAS) once.
+    Add {
+        /// `device` (a leaf device) or `module` (a module of this device run elsewhere).
+        #[arg(value_parser = ["device", "module"])]
+        kind: String,
+        /// Its id.
+        name: String,
+        /// Authenticate with a client certificate of this SHA-256 or SHA-1 thumbprint.
+        #[arg(long)]
+        thumbprint: Option<String>,
+        /// The secondary thumbprint.
+        #[arg(long, requires = "thumbprint")]
+        secondary_thumbprint: Option<String>,
+        /// Authenticate with a certificate issued by the edge CA, CN = the device id.
+        #[arg(long, conflicts_with = "thumbprint")]
+        ca: bool,
+    },
+    /// List identities.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a leaf device (`NAME`) or an external module (`DEVICE/MODULE`) and its keys.
+    Remove {
+        /// `device` or `device/module`.
+        id: String,
     },
 }
 
@@ -235,6 +275,27 @@ fn main() -> ExitCode {
             Command::Twin {
                 command: TwinCommand::Show { id },
             } => cli::twin_show(&client(), &id).await,
+            Command::Identity { command } => match command {
+                IdentityCommand::Add {
+                    kind,
+                    name,
+                    thumbprint,
+                    secondary_thumbprint,
+                    ca,
+                } => {
+                    let request = verge_mgmt::api::NewIdentity {
+                        kind,
+                        id: name,
+                        thumbprint,
+                        secondary_thumbprint,
+                        ca,
+                    };
+                    cli::identity_add(&client(), &request).await
+                }
+                IdentityCommand::List { json } => cli::identity_list(&client(), json).await,
+                IdentityCommand::Remove { id } => cli::identity_remove(&client(), &id).await,
+            },
+            Command::TrustBundle => cli::trust_bundle(&client()).await,
             Command::Route { .. } | Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
         }
     });

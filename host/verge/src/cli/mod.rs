@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use verge_message::json::MessageDoc;
 use verge_mgmt::api::{
-    DeployReport, LogEntry, MethodAnswer, MethodRequest, ModuleInfo, ModuleList, Twin,
+    AddedIdentity, DeployReport, IdentityInfo, LogEntry, MethodAnswer, MethodRequest, ModuleInfo,
+    ModuleList, NewIdentity, TrustBundle, Twin,
 };
 use verge_mgmt::client::{Client, ClientError};
 use verge_route::{Bool3, Evaluation, Route};
@@ -229,11 +230,76 @@ pub async fn invoke(
     }
 }
 
+/// `verge identity add device|module NAME [--thumbprint T [--secondary-thumbprint T]] [--ca]`
+pub async fn identity_add(client: &Client, request: &NewIdentity) -> anyhow::Result<ExitCode> {
+    let added: AddedIdentity = client.post("/identities", request).await?;
+    match (&added.connection_string, &added.secondary_connection_string) {
+        (Some(primary), secondary) => {
+            out(primary);
+            if let Some(secondary) = secondary {
+                eprintln!("secondary: {secondary}");
+            }
+            eprintln!(
+                "{} registered; this is the only time its keys are shown",
+                added.identity.id
+            );
+        }
+        (None, _) => out(&format!(
+            "{} registered ({})",
+            added.identity.id, added.identity.auth
+        )),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge identity list [--json]`
+pub async fn identity_list(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
+    let list: Vec<IdentityInfo> = client.get("/identities").await?;
+    if as_json {
+        out(&serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = list.iter().map(|i| i.id.len()).max().unwrap_or(0).max(2);
+    out(&format!("{:width$}  {:16}  AUTH", "ID", "KIND"));
+    for i in &list {
+        out(&format!("{:width$}  {:16}  {}", i.id, i.kind, i.auth));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge identity remove ID`
+pub async fn identity_remove(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let path: Vec<String> = id.split('/').map(percent_encode).collect();
+    client
+        .delete(&format!("/identities/{}", path.join("/")))
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge trust-bundle`
+pub async fn trust_bundle(client: &Client) -> anyhow::Result<ExitCode> {
+    let bundle: TrustBundle = client.get("/trust-bundle").await?;
+    out(bundle.pem.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Encode one path segment (ids may hold characters such as `$`, `%`, `#`, `?`).
+fn percent_encode(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    encoded
+}
+
 /// `verge twin show ID`
 pub async fn twin_show(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
-    // `$` is fine in a path segment; encode it anyway for proxies that mind.
     let twin: Twin = client
-        .get(&format!("/twins/{}", id.replace('$', "%24")))
+        .get(&format!("/twins/{}", percent_encode(id)))
         .await?;
     out(&serde_json::to_string_pretty(&twin)?);
     Ok(ExitCode::SUCCESS)

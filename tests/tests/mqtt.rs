@@ -1,0 +1,395 @@
+//! The MQTT front with real clients on loopback: mosquitto_pub / mosquitto_sub with SAS tokens,
+//! the unmodified Azure IoT device SDK for Python over TLS, raw sockets for malformed packets.
+//! Messages from MQTT clients and from wasm modules meet in the same routes.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use verge_tests::daemon::{Daemon, deployment, wasm_module};
+use verge_tests::{guest, mqtt};
+
+const API: &str = "api-version=2021-04-12";
+
+fn routes() -> Value {
+    json!({
+        "leafToFilter": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")",
+        "extToFilter": "FROM /messages/modules/ext/outputs/out INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")",
+        "filterUp": "FROM /messages/modules/filter/outputs/output1 INTO $upstream",
+        "sensorToExt": "FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint(\"/modules/ext/inputs/sensor\")",
+        "extEchoUp": "FROM /messages/modules/ext/outputs/echo INTO $upstream",
+    })
+}
+
+fn manifest(dir: &Path, greeting: &str) -> std::path::PathBuf {
+    let modules = json!({
+        "filter": wasm_module(&guest("filter"), &[], json!({})),
+        "sensor": wasm_module(&guest("temp_sensor"), &[("MessageCount", json!(3))], json!({})),
+    });
+    let twins = json!({
+        "sensor": { "SendData": true, "SendInterval": 1 },
+        "ext": { "greeting": greeting },
+    });
+    let path = dir.join(format!("deployment-{greeting}.json"));
+    let text = serde_json::to_string_pretty(&deployment(modules, routes(), twins)).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `verge identity add KIND NAME`: the connection string.
+fn add_identity(daemon: &Daemon, kind: &str, name: &str) -> String {
+    let out = daemon.cli_ok(&["identity", "add", kind, name]);
+    let cs = out.trim().to_owned();
+    assert!(
+        cs.starts_with("HostName=") && cs.contains("SharedAccessKey="),
+        "{cs}"
+    );
+    cs
+}
+
+fn mosquitto_pub(
+    port: u16,
+    client: &str,
+    username: &str,
+    password: &str,
+    topic: &str,
+    body: &str,
+) -> Output {
+    Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv311",
+            "-q",
+            "1",
+        ])
+        .args([
+            "-i", client, "-u", username, "-P", password, "-t", topic, "-m", body,
+        ])
+        .output()
+        .expect("mosquitto_pub (tests/setup --clients installs it)")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A Python SDK client; its events arrive on a channel as JSON values.
+struct SdkClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl SdkClient {
+    fn start(kind: &str, connection_string: &str, ca: &Path) -> Self {
+        let mut child = Command::new(mqtt::python())
+            .arg(mqtt::client_script())
+            .args([kind, connection_string, &ca.display().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for an event matching `pred`; panics with the client's stderr after 30 s.
+    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        loop {
+            match self.events.recv_timeout(Duration::from_secs(30)) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "no {what} from the SDK client; saw {:?}\nstderr:\n{err}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, name: &str) -> Value {
+        self.expect(name, |v| v["event"] == name)
+    }
+
+    fn close(mut self) {
+        drop(self.stdin.take());
+        self.event("closed");
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mqtt_clients_and_wasm_modules_share_the_routes() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let daemon = Daemon::start("mqtt-routes", &mqtt::config(&ip, plain), None);
+    let first = manifest(daemon.dir(), "hello");
+    daemon.cli_ok(&["deploy", first.to_str().unwrap()]);
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let ext = add_identity(&daemon, "module", "ext");
+    assert!(leaf.contains(&format!("GatewayHostName={ip}")), "{leaf}");
+    let ca = daemon.dir().join("trust-bundle.pem");
+    std::fs::write(&ca, daemon.cli_ok(&["trust-bundle"])).unwrap();
+    let listed = daemon.cli_ok(&["identity", "list"]);
+    assert!(
+        listed.contains("leaf1") && listed.contains("edge/ext"),
+        "{listed}"
+    );
+
+    // mosquitto_pub as the leaf device, SAS over plain MQTT: telemetry → filter (wasm) → upstream.
+    let monitor = std::thread::scope(|s| {
+        let monitor = s.spawn(|| daemon.monitor(1, 30.0, false));
+        std::thread::sleep(Duration::from_millis(300));
+        let token = mqtt::token(&leaf, 600);
+        let body = r#"{"machine":{"temperature":80.5},"from":"mosquitto"}"#;
+        let out = mosquitto_pub(
+            plain,
+            "leaf1",
+            &format!("{ip}/leaf1/?{API}"),
+            &token,
+            "devices/leaf1/messages/events/%24.ct=application%2Fjson&origin=mosquitto",
+            body,
+        );
+        assert!(
+            out.status.success(),
+            "mosquitto_pub: {}\n{}",
+            text(&out),
+            daemon.log()
+        );
+        monitor.join().unwrap()
+    });
+    assert_eq!(monitor.len(), 1, "{}", daemon.log());
+    assert_eq!(
+        monitor[0]["properties"]["MessageType"], "Alert",
+        "{monitor:?}"
+    );
+    assert!(
+        monitor[0]["body"].to_string().contains("80.5"),
+        "{monitor:?}"
+    );
+
+    // The SDK's module client over TLS: twin, reported properties, inputs from a wasm module,
+    // outputs to a wasm module, methods, desired patches.
+    let mut module = SdkClient::start("module", &ext, &ca);
+    module.event("connected");
+    let twin = module.event("twin");
+    assert_eq!(twin["twin"]["desired"]["greeting"], "hello", "{twin}");
+    module.event("reported");
+    let input = module.expect("a sensor reading on input sensor", |v| {
+        v["event"] == "input" && v["input"] == "sensor"
+    });
+    assert!(
+        input["data"].as_str().unwrap().contains("machine"),
+        "{input}"
+    );
+    // Upstream holds the mosquitto alert, the SDK's alert and the echoes of the 3 readings.
+    let up = daemon.monitor(5, 30.0, true);
+    let echoed = up.iter().any(|m| m["properties"]["echoed"] == "yes");
+    let alert_from_sdk = up.iter().any(|m| m["body"].to_string().contains("sdk"));
+    assert!(echoed && alert_from_sdk, "{up:?}\n{}", daemon.log());
+    let reported = daemon.twin("ext");
+    assert_eq!(
+        reported["reported"]["sdk"], "azure-iot-device",
+        "{reported}"
+    );
+    let answer = daemon.cli_ok(&["invoke", "ext", "ping", r#"{"n":7}"#]);
+    assert!(
+        answer.contains("\"echo\"") && answer.contains('7'),
+        "{answer}"
+    );
+    let module_event = module.event("method");
+    assert_eq!(module_event["name"], "ping");
+    let second = manifest(daemon.dir(), "changed");
+    daemon.cli_ok(&["deploy", second.to_str().unwrap()]);
+    let patch = module.expect("the desired patch", |v| v["event"] == "desired");
+    assert_eq!(patch["patch"]["greeting"], "changed", "{patch}");
+    module.close();
+
+    // The SDK's device client over TLS, as a leaf device.
+    let mut device = SdkClient::start("device", &leaf, &ca);
+    device.event("connected");
+    device.event("twin");
+    device.event("reported");
+    device.event("sent");
+    device.close();
+    assert_eq!(daemon.twin("devices/leaf1")["reported"]["kind"], "device");
+}
+
+/// Read until the server closes the connection (or 10 s pass): whether it closed.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn wrong_credentials_foreign_topics_and_bad_packets_are_refused() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let daemon = Daemon::start("mqtt-refused", &mqtt::config(&ip, plain), None);
+    let first = manifest(daemon.dir(), "hello");
+    daemon.cli_ok(&["deploy", first.to_str().unwrap()]);
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let other = add_identity(&daemon, "device", "leaf2");
+    let ext = add_identity(&daemon, "module", "ext");
+    let user = format!("{ip}/leaf1/?{API}");
+    let topic = "devices/leaf1/messages/events/";
+
+    let refused = |out: Output, why: &str| {
+        assert!(!out.status.success(), "{why}: accepted\n{}", text(&out));
+        let t = text(&out).to_lowercase();
+        assert!(
+            t.contains("not authori") || t.contains("bad user name"),
+            "{why}: {t}"
+        );
+    };
+    let wrong_key = leaf.replace(
+        leaf.split("SharedAccessKey=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap(),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    );
+    refused(
+        mosquitto_pub(
+            plain,
+            "leaf1",
+            &user,
+            &mqtt::token(&wrong_key, 600),
+            topic,
+            "x",
+        ),
+        "wrong key",
+    );
+    refused(
+        mosquitto_pub(plain, "leaf1", &user, &mqtt::token(&leaf, -900), topic, "x"),
+        "expired token",
+    );
+    refused(
+        mosquitto_pub(plain, "leaf1", &user, &mqtt::token(&other, 600), topic, "x"),
+        "another identity's token",
+    );
+    refused(
+        mosquitto_pub(plain, "leaf1", &user, "", topic, "x"),
+        "no password and no certificate",
+    );
+
+    // A module publishing as another module: the connection is closed, nothing is routed.
+    let ext_user = format!("{ip}/edge/ext/?{API}");
+    let out = mosquitto_pub(
+        plain,
+        "edge/ext",
+        &ext_user,
+        &mqtt::token(&ext, 600),
+        "devices/edge/modules/filter/messages/events/%24.on=output1",
+        r#"{"machine":{"temperature":99}}"#,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(daemon.log().contains("may not publish"), "{}", daemon.log());
+    // A module subscribing to another module's inputs: SUBACK failure.
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain.to_string(),
+            "-V",
+            "mqttv311",
+            "-i",
+            "edge/ext",
+        ])
+        .args([
+            "-u",
+            &ext_user,
+            "-P",
+            &mqtt::token(&ext, 600),
+            "-t",
+            "devices/edge/modules/filter/inputs/#",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&sub).contains("denied"), "{}", text(&sub));
+
+    // Malformed packets: garbage, a PUBLISH before CONNECT, a CONNECT claiming 200 MB.
+    for bytes in [
+        &b"\xff\xff\xff\xff\xff"[..],
+        &b"\x30\x05\x00\x01tab"[..],
+        &b"\x10\xff\xff\xff\x7f"[..],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+        s.write_all(bytes).unwrap();
+        assert!(
+            closed_by_server(&mut s),
+            "{bytes:?} left the connection open"
+        );
+    }
+    // The daemon is unaffected: a good client still gets through.
+    let out = mosquitto_pub(
+        plain,
+        "leaf1",
+        &user,
+        &mqtt::token(&leaf, 600),
+        topic,
+        r#"{"machine":{"temperature":1}}"#,
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    assert!(daemon.log().contains("refused"), "{}", daemon.log());
+}
