@@ -3,6 +3,7 @@
     python iothub_client.py device CONNECTION_STRING CA_FILE
     python iothub_client.py module CONNECTION_STRING CA_FILE
     python iothub_client.py token CONNECTION_STRING TTL_SECONDS   # a SAS token, computed here
+    python iothub_client.py invoke CONNECTION_STRING CA_FILE DEVICE MODULE METHOD PAYLOAD_JSON
 
 Prints one JSON object per line for each thing that happened, so that the Rust test asserts on
 them; runs until stdin reaches end of file (the test closes it) or 60 s pass.
@@ -11,6 +12,12 @@ device: sends one telemetry message (with a property and a content type), gets t
 reported properties, answers any direct method and prints desired-property patches.
 module: everything of device, plus prints every message on any input and sends each one back on
 output "echo"; sends one message on output "out" at start.
+invoke: as the module of CONNECTION_STRING, invokes METHOD on DEVICE's MODULE ("-" for the device
+itself) over HTTPS (the hub's port 443) with `invoke_method`, prints {"event": "invoked",
+"result": ...} or {"event": "failed", "error": ...} and exits. The SDK allows `invoke_method` only
+on clients made by `create_from_edge_environment`; outside a container that reads the connection
+string and CA from EdgeHubConnectionString and EdgeModuleCACertificateFile (the SDK's local
+debugging variables), which is what this does.
 """
 
 import json
@@ -40,9 +47,39 @@ def token(connection_string, ttl):
     return f"SharedAccessSignature sr={sr}&sig={quote(sig.decode(), safe='')}&se={se}"
 
 
+def invoke(connection_string, ca_file, device, module, method, payload):
+    import os
+
+    for name in [n for n in os.environ if n.startswith("IOTEDGE_")]:
+        del os.environ[name]
+    os.environ["EdgeHubConnectionString"] = connection_string
+    os.environ["EdgeModuleCACertificateFile"] = ca_file
+    client = IoTHubModuleClient.create_from_edge_environment(connection_retry=False)
+    params = {
+        "methodName": method,
+        "payload": json.loads(payload),
+        "responseTimeoutInSeconds": 10,
+        "connectTimeoutInSeconds": 0,
+    }
+    try:
+        result = client.invoke_method(params, device, None if module == "-" else module)
+        emit("invoked", result=result)
+    except Exception as e:  # the test asserts on the HTTP status in the message
+        causes = []
+        while e is not None:
+            causes.append(f"{type(e).__name__}: {e}")
+            e = e.__cause__
+        emit("failed", error=" <- ".join(causes))
+    finally:
+        client.shutdown()
+
+
 def main():
     if sys.argv[1] == "token":
         print(token(sys.argv[2], sys.argv[3]))
+        return
+    if sys.argv[1] == "invoke":
+        invoke(*sys.argv[2:8])
         return
     kind, connection_string, ca_file = sys.argv[1:4]
     with open(ca_file) as f:

@@ -38,6 +38,7 @@ pub struct Daemon {
     dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// Configuration for tests: quick backoff, short deadlines.
@@ -49,11 +50,22 @@ stop_grace_secs = 2
 deploy_timeout_secs = 60
 [mqtt]
 tls_port = 0
+https_port = 0
 ";
 
 impl Daemon {
     /// Start a daemon with `config` (TOML) and, if given, a startup deployment.
     pub fn start(tag: &str, config: &str, deployment: Option<&Path>) -> Self {
+        Self::start_with_env(tag, config, deployment, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon (e.g. `SOFTHSM2_CONF`).
+    pub fn start_with_env(
+        tag: &str,
+        config: &str,
+        deployment: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "verge-e2e-{tag}-{}-{}",
             std::process::id(),
@@ -68,6 +80,10 @@ impl Daemon {
             dir,
             config: config_path,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_os_str().to_owned()))
+                .collect(),
         };
         daemon.spawn(&data, deployment);
         daemon
@@ -82,6 +98,7 @@ impl Daemon {
             .arg("-c")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(d) = deployment {

@@ -1,6 +1,6 @@
 //! What the MQTT tests share: the Python clients' virtualenv (`tests/setup --clients` makes it),
 //! SAS tokens computed by Python (independently of Verge's code), and loopback addresses, so that
-//! daemons of tests running at once each own IoT Hub's fixed port 8883.
+//! daemons of tests running at once each own IoT Hub's fixed ports 8883 and 443.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -56,12 +56,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A daemon configuration (device `edge`) with MQTT over TLS on `ip`:8883 (its host name is
-/// `ip`, so the server certificate names it) and plain MQTT on 127.0.0.1:`plain_port`.
+/// A daemon configuration (device `edge`) with MQTT over TLS on `ip`:8883 and HTTPS (direct
+/// methods) on `ip`:443 (its host name is `ip`, so the server certificate names it) and plain
+/// MQTT on 127.0.0.1:`plain_port`.
 pub fn config(ip: &str, plain_port: u16) -> String {
     format!(
         "device_id = \"edge\"\nhostname = \"{ip}\"\n\
          [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n\
-         [mqtt]\nbind = \"{ip}\"\ntls_port = 8883\nplain_port = {plain_port}\n"
+         [mqtt]\nbind = \"{ip}\"\ntls_port = 8883\nhttps_port = 443\n\
+         plain_port = {plain_port}\n"
     )
 }

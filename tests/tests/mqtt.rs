@@ -173,6 +173,11 @@ fn mqtt_clients_and_wasm_modules_share_the_routes() {
     assert!(leaf.contains(&format!("GatewayHostName={ip}")), "{leaf}");
     let ca = daemon.dir().join("trust-bundle.pem");
     std::fs::write(&ca, daemon.cli_ok(&["trust-bundle"])).unwrap();
+    // Deployed modules get identities of their own (keys generated in the store).
+    daemon.wait_until("module identities", Duration::from_secs(10), |d| {
+        let listed = d.cli_ok(&["identity", "list", "--json"]);
+        listed.contains("\"edge/filter\"") && listed.contains("\"edge/sensor\"")
+    });
     let listed = daemon.cli_ok(&["identity", "list"]);
     assert!(
         listed.contains("leaf1") && listed.contains("edge/ext"),

@@ -23,6 +23,9 @@
 //! bind = "0.0.0.0"                      # the TLS listener's address
 //! tls_port = 8883                       # MQTT over TLS (IoT Hub's port); 0 turns it off
 //! plain_port = 0                        # plain MQTT on 127.0.0.1 only, for development; 0 = off
+//! https_port = 443                      # HTTPS on `bind`: direct methods (SDK invoke_method); 0 = off
+//! client_ca_file = "/etc/verge/device-ca.pem"  # CAs (PEM) whose client certificates prove
+//!                                       # X.509 CA identities, besides the edge CA
 //!
 //! [keys]                                # absent: keys in files under data_dir/keys (mode 0600)
 //! pkcs11_library = "/usr/lib/softhsm/libsofthsm2.so"
@@ -80,6 +83,10 @@ pub struct MqttSection {
     pub tls_port: u16,
     /// Port of plain MQTT on 127.0.0.1; 0 (the default) turns it off.
     pub plain_port: u16,
+    /// Port of HTTPS on `bind` (direct methods the SDKs invoke, IoT Hub's 443); 0 turns it off.
+    pub https_port: u16,
+    /// CA certificates (PEM) trusted for client certificates, besides the edge CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for MqttSection {
@@ -88,6 +95,8 @@ impl Default for MqttSection {
             bind: std::net::IpAddr::from([0, 0, 0, 0]),
             tls_port: 8883,
             plain_port: 0,
+            https_port: 443,
+            client_ca_file: None,
         }
     }
 }

@@ -111,6 +111,11 @@ pub async fn run(
 
     let security = crate::security::start(&config, &data_dir, &hub, &twins).await?;
 
+    tokio::spawn(crate::identities::follow(
+        Arc::clone(&security.registry),
+        Arc::clone(&twins),
+    ));
+
     let services = Services {
         hub,
         twins,

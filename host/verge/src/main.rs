@@ -11,6 +11,7 @@
 mod cli;
 mod config;
 mod daemon;
+mod identities;
 mod security;
 
 use std::path::PathBuf;

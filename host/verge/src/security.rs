@@ -1,5 +1,6 @@
 //! The daemon's security set-up: the key store, the identity registry, the edge CA and the hub's
-//! server certificate, and the MQTT listeners that use them.
+//! server certificate, and the MQTT listeners (and the HTTPS endpoint of direct methods) that use
+//! them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -9,7 +10,7 @@ use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 use verge_hub::Hub;
 use verge_identity::{FileKeyStore, KeyStore, Pkcs11KeyStore, Registry};
-use verge_mqtt::{Broker, BrokerOptions, RegistryAuthenticator};
+use verge_mqtt::{Authenticator, Broker, BrokerOptions, RegistryAuthenticator};
 use verge_tls::{ClientAuth, EdgeCa, ServerCert, ServerCertResolver};
 use verge_twin::TwinStore;
 
@@ -72,31 +73,66 @@ pub async fn start(
     }
     let server = ServerCert::load_or_issue(&ca, &certs, &hostnames)
         .context("the hub's server certificate")?;
-    let client_auth = Arc::new(
-        ClientAuth::new([ca.certificate_der().clone()]).context("client certificate checks")?,
-    );
+    let mut trusted = vec![ca.certificate_der().clone()];
+    if let Some(file) = &config.mqtt.client_ca_file {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("[mqtt] client_ca_file {}", file.display()))?;
+        trusted.extend(
+            verge_tls::certs_from_pem(&pem)
+                .with_context(|| format!("[mqtt] client_ca_file {}", file.display()))?,
+        );
+    }
+    let client_auth = Arc::new(ClientAuth::new(trusted).context("client certificate checks")?);
     let tls = verge_tls::server_config(
         Arc::new(ServerCertResolver::new(&server)),
         Some(Arc::clone(&client_auth)),
     )
     .context("the TLS configuration")?;
 
-    let auth = RegistryAuthenticator::new(Arc::clone(&registry), Some(client_auth));
+    let auth: Arc<dyn Authenticator> = Arc::new(RegistryAuthenticator::new(
+        Arc::clone(&registry),
+        Some(client_auth),
+    ));
     let broker = Broker::new(
         Arc::clone(hub),
         Arc::clone(twins),
-        Arc::new(auth),
+        Arc::clone(&auth),
         BrokerOptions::default(),
     );
     let mqtt = &config.mqtt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     if mqtt.tls_port != 0 {
         let addr = SocketAddr::new(mqtt.bind, mqtt.tls_port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("MQTT over TLS: cannot listen on {addr}"))?;
         tracing::info!(%addr, "MQTT over TLS listening");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        tokio::spawn(Arc::clone(&broker).serve_tls(listener, acceptor));
+        tokio::spawn(Arc::clone(&broker).serve_tls(listener, acceptor.clone()));
+    }
+    if mqtt.https_port != 0 {
+        let addr = SocketAddr::new(mqtt.bind, mqtt.https_port);
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "HTTPS (direct methods) listening");
+                tokio::spawn(verge_mqtt::serve_https(
+                    Arc::clone(hub),
+                    auth,
+                    listener,
+                    acceptor,
+                ));
+            }
+            // 443 needs root or CAP_NET_BIND_SERVICE: a daemon run as a user (the quickstart)
+            // still starts, without this endpoint.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::warn!(
+                %addr,
+                "HTTPS (direct methods) is off: cannot listen on {addr}: {e} (a port below 1024 \
+                 needs root or CAP_NET_BIND_SERVICE; set [mqtt] https_port, 0 = off)"
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("HTTPS (direct methods): cannot listen on {addr}"));
+            }
+        }
     }
     if mqtt.plain_port != 0 {
         let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), mqtt.plain_port);
