@@ -2,11 +2,17 @@
 //! SAS tokens computed by Python (independently of Verge's code), and loopback addresses, so that
 //! daemons of tests running at once each own IoT Hub's fixed ports 8883 and 443.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::daemon::Daemon;
 use crate::workspace;
 
 /// The Python of `target/py-clients` (azure-iot-device, paho-mqtt).
@@ -66,4 +72,125 @@ pub fn config(ip: &str, plain_port: u16) -> String {
          [mqtt]\nbind = \"{ip}\"\ntls_port = 8883\nhttps_port = 443\n\
          plain_port = {plain_port}\n"
     )
+}
+
+/// `verge identity add KIND NAME` on `daemon`: the connection string it prints.
+pub fn add_identity(daemon: &Daemon, kind: &str, name: &str) -> String {
+    let cs = daemon
+        .cli_ok(&["identity", "add", kind, name])
+        .trim()
+        .to_owned();
+    assert!(
+        cs.starts_with("HostName=") && cs.contains("SharedAccessKey="),
+        "{cs}"
+    );
+    cs
+}
+
+/// `connection_string` with its key replaced by another valid key: tokens from it are wrong.
+pub fn with_wrong_key(connection_string: &str) -> String {
+    let key = connection_string
+        .split("SharedAccessKey=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("a SharedAccessKey");
+    connection_string.replace(key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+}
+
+/// `mosquitto_pub -V mqttv311 -q 1 ARGS`.
+pub fn mosquitto_pub(args: &[&str]) -> Output {
+    Command::new("mosquitto_pub")
+        .args(["-V", "mqttv311", "-q", "1"])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub (tests/setup --clients installs it)")
+}
+
+/// A command's stdout and stderr, for assertions and failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A Python SDK client (`iothub_client.py device|module`); its events (JSON lines) arrive on a
+/// channel.
+pub struct SdkClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl SdkClient {
+    /// Start `iothub_client.py KIND CONNECTION_STRING CA`.
+    pub fn start(kind: &str, connection_string: &str, ca: &Path) -> Self {
+        let mut child = Command::new(python())
+            .arg(client_script())
+            .args([kind, connection_string, &ca.display().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the SDK client");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first event (seen before or arriving within 30 s) matching `pred`; panics with the
+    /// client's stderr otherwise.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        loop {
+            match self.events.recv_timeout(Duration::from_secs(30)) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "no {what} from the SDK client; saw {:?}\nstderr:\n{err}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    /// The event named `name`.
+    pub fn event(&mut self, name: &str) -> Value {
+        self.expect(name, |v| v["event"] == name)
+    }
+
+    /// Close its stdin and wait for it to disconnect and exit.
+    pub fn close(mut self) {
+        drop(self.stdin.take());
+        self.event("closed");
+        let _ = self.child.wait();
+    }
 }

@@ -4,25 +4,13 @@
 //! A caller with a wrong key gets 401, a target nobody serves 404.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, deployment, wasm_module};
-use verge_tests::{guest, mqtt};
-
-/// `verge identity add KIND NAME`: the connection string.
-fn add_identity(daemon: &Daemon, kind: &str, name: &str) -> String {
-    let cs = daemon
-        .cli_ok(&["identity", "add", kind, name])
-        .trim()
-        .to_owned();
-    assert!(cs.contains("SharedAccessKey="), "{cs}");
-    cs
-}
+use verge_tests::guest;
+use verge_tests::mqtt::{self, SdkClient, add_identity, with_wrong_key};
 
 /// `iothub_client.py invoke`: the SDK's `invoke_method` as the module of `caller`; the one
 /// event it prints (`invoked` with the result, or `failed` with the error chain).
@@ -68,65 +56,6 @@ fn failed_status(event: &Value) -> u16 {
         .nth(1)
         .unwrap_or_else(|| panic!("no HTTP status in {error}"));
     after[..3].parse().unwrap()
-}
-
-/// An SDK client (`iothub_client.py module|device`) that answers direct methods over MQTT.
-struct SdkClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Value>,
-}
-
-impl SdkClient {
-    fn start(kind: &str, connection_string: &str, ca: &Path) -> Self {
-        let mut child = Command::new(mqtt::python())
-            .arg(mqtt::client_script())
-            .args([kind, connection_string, &ca.display().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            events,
-        }
-    }
-
-    /// Wait for event `name`; panics with the client's stderr after 30 s.
-    fn event(&mut self, name: &str) -> Value {
-        loop {
-            match self.events.recv_timeout(Duration::from_secs(30)) {
-                Ok(v) if v["event"] == name => return v,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("no {name} from the SDK client\nstderr:\n{err}");
-                }
-            }
-        }
-    }
-
-    fn close(mut self) {
-        drop(self.stdin.take());
-        self.event("closed");
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -193,14 +122,7 @@ fn the_sdk_invokes_wasm_modules_and_mqtt_clients_over_https() {
     assert_eq!(failed_status(&answer), 404, "{answer}");
 
     // The caller's token is signed with a wrong key: 401, and nothing is invoked.
-    let key = caller
-        .split("SharedAccessKey=")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap();
-    let wrong = caller.replace(key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    let wrong = with_wrong_key(&caller);
     let answer = invoke(&wrong, &ca, "edge", "answerer", "echo", json!({}));
     assert_eq!(failed_status(&answer), 401, "{answer}");
     assert!(

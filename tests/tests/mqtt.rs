@@ -3,16 +3,16 @@
 //! Messages from MQTT clients and from wasm modules meet in the same routes.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, deployment, wasm_module};
-use verge_tests::{guest, mqtt};
+use verge_tests::guest;
+use verge_tests::mqtt::{self, SdkClient, add_identity, output_text as text, with_wrong_key};
 
 const API: &str = "api-version=2021-04-12";
 
@@ -41,17 +41,6 @@ fn manifest(dir: &Path, greeting: &str) -> std::path::PathBuf {
     path
 }
 
-/// `verge identity add KIND NAME`: the connection string.
-fn add_identity(daemon: &Daemon, kind: &str, name: &str) -> String {
-    let out = daemon.cli_ok(&["identity", "add", kind, name]);
-    let cs = out.trim().to_owned();
-    assert!(
-        cs.starts_with("HostName=") && cs.contains("SharedAccessKey="),
-        "{cs}"
-    );
-    cs
-}
-
 fn mosquitto_pub(
     port: u16,
     client: &str,
@@ -60,105 +49,23 @@ fn mosquitto_pub(
     topic: &str,
     body: &str,
 ) -> Output {
-    Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-V",
-            "mqttv311",
-            "-q",
-            "1",
-        ])
-        .args([
-            "-i", client, "-u", username, "-P", password, "-t", topic, "-m", body,
-        ])
-        .output()
-        .expect("mosquitto_pub (tests/setup --clients installs it)")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A Python SDK client; its events arrive on a channel as JSON values.
-struct SdkClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl SdkClient {
-    fn start(kind: &str, connection_string: &str, ca: &Path) -> Self {
-        let mut child = Command::new(mqtt::python())
-            .arg(mqtt::client_script())
-            .args([kind, connection_string, &ca.display().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            events,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for an event matching `pred`; panics with the client's stderr after 30 s.
-    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        loop {
-            match self.events.recv_timeout(Duration::from_secs(30)) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!(
-                        "no {what} from the SDK client; saw {:?}\nstderr:\n{err}",
-                        self.seen
-                    );
-                }
-            }
-        }
-    }
-
-    fn event(&mut self, name: &str) -> Value {
-        self.expect(name, |v| v["event"] == name)
-    }
-
-    fn close(mut self) {
-        drop(self.stdin.take());
-        self.event("closed");
-        let _ = self.child.wait();
-    }
+    let port = port.to_string();
+    mqtt::mosquitto_pub(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-i",
+        client,
+        "-u",
+        username,
+        "-P",
+        password,
+        "-t",
+        topic,
+        "-m",
+        body,
+    ])
 }
 
 #[test]
@@ -300,15 +207,7 @@ fn wrong_credentials_foreign_topics_and_bad_packets_are_refused() {
             "{why}: {t}"
         );
     };
-    let wrong_key = leaf.replace(
-        leaf.split("SharedAccessKey=")
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap(),
-        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-    );
+    let wrong_key = with_wrong_key(&leaf);
     refused(
         mosquitto_pub(
             plain,

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 use verge_tests::daemon::{Daemon, deployment};
-use verge_tests::mqtt;
+use verge_tests::mqtt::{self, output_text as text};
 use verge_tests::softhsm::SoftHsm;
 
 const API: &str = "api-version=2021-04-12";
@@ -29,29 +29,14 @@ fn upstream_everything(daemon: &Daemon) {
 
 /// `mosquitto_pub` over TLS to `ip`:8883 trusting `ca`; `auth` adds -P or --cert/--key.
 fn publish_tls(ip: &str, ca: &Path, client: &str, auth: &[&str], body: &str) -> Output {
-    Command::new("mosquitto_pub")
-        .args([
-            "-h", ip, "-p", "8883", "-V", "mqttv311", "-q", "1", "--cafile",
-        ])
-        .arg(ca)
-        .args(["-i", client, "-u", &format!("{ip}/{client}/?{API}")])
-        .args(auth)
-        .args([
-            "-t",
-            &format!("devices/{client}/messages/events/"),
-            "-m",
-            body,
-        ])
-        .output()
-        .expect("mosquitto_pub (tests/setup --clients installs it)")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let (ca, user) = (ca.display().to_string(), format!("{ip}/{client}/?{API}"));
+    let topic = format!("devices/{client}/messages/events/");
+    let mut args = vec![
+        "-h", ip, "-p", "8883", "--cafile", &ca, "-i", client, "-u", &user,
+    ];
+    args.extend_from_slice(auth);
+    args.extend_from_slice(&["-t", &topic, "-m", body]);
+    mqtt::mosquitto_pub(&args)
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> String {
