@@ -202,3 +202,17 @@ impl Client {
         Ok(())
     }
 }
+
+/// Encode one path segment of a request: ids may hold `$`, `%`, `#`, `?` and the like (the
+/// server decodes `%XX` in every segment).
+pub fn encode_segment(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    encoded
+}

@@ -486,6 +486,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_the_client_encodes_the_server_decodes() {
+        for id in [
+            "$edgeAgent",
+            "a b",
+            "100%",
+            "n#1?x=y&z",
+            "edge/ext",
+            "été",
+            "-._~",
+        ] {
+            assert_eq!(percent_decode(&crate::client::encode_segment(id)), id);
+        }
+    }
+
+    #[test]
     fn path_segments_are_percent_decoded() {
         assert_eq!(percent_decode("%24edgeAgent"), "$edgeAgent");
         assert_eq!(percent_decode("plain"), "plain");

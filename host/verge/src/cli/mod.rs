@@ -12,7 +12,7 @@ use verge_mgmt::api::{
     AddedIdentity, DeployReport, IdentityInfo, LogEntry, MethodAnswer, MethodRequest, ModuleInfo,
     ModuleList, NewIdentity, TrustBundle, Twin,
 };
-use verge_mgmt::client::{Client, ClientError};
+use verge_mgmt::client::{Client, ClientError, encode_segment};
 use verge_route::{Bool3, Evaluation, Route};
 
 const USAGE: u8 = 2;
@@ -269,7 +269,7 @@ pub async fn identity_list(client: &Client, as_json: bool) -> anyhow::Result<Exi
 
 /// `verge identity remove ID`
 pub async fn identity_remove(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
-    let path: Vec<String> = id.split('/').map(percent_encode).collect();
+    let path: Vec<String> = id.split('/').map(encode_segment).collect();
     client
         .delete(&format!("/identities/{}", path.join("/")))
         .await?;
@@ -283,23 +283,10 @@ pub async fn trust_bundle(client: &Client) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Encode one path segment (ids may hold characters such as `$`, `%`, `#`, `?`).
-fn percent_encode(segment: &str) -> String {
-    let mut encoded = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    encoded
-}
-
 /// `verge twin show ID`
 pub async fn twin_show(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     let twin: Twin = client
-        .get(&format!("/twins/{}", percent_encode(id)))
+        .get(&format!("/twins/{}", encode_segment(id)))
         .await?;
     out(&serde_json::to_string_pretty(&twin)?);
     Ok(ExitCode::SUCCESS)
