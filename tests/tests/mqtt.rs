@@ -296,4 +296,14 @@ fn wrong_credentials_foreign_topics_and_bad_packets_are_refused() {
     );
     assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
     assert!(daemon.log().contains("refused"), "{}", daemon.log());
+    // Every refusal is counted.
+    let stats: Value = serde_json::from_str(&daemon.cli_ok(&["stats"])).unwrap();
+    let at_least = |key: &str, n: u64| {
+        assert!(stats[key].as_u64().unwrap() >= n, "{key}: {stats}");
+    };
+    at_least("mqttConnectionsRefused", 4);
+    at_least("mqttPublishesRefused", 1);
+    at_least("mqttSubscriptionsRefused", 1);
+    at_least("mqttMalformed", 2);
+    at_least("mqttMessagesIn", 1);
 }

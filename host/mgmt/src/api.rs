@@ -13,6 +13,7 @@
 //! | `POST /identities` ([`NewIdentity`]) | 201 [`AddedIdentity`] (SAS keys only here, once) |
 //! | `DELETE /identities/{device}[/{module}]` | 204 |
 //! | `GET /trust-bundle` | [`TrustBundle`]: the edge CA certificate |
+//! | `GET /stats` | [`Stats`]: the hub's and the MQTT front's counters |
 //!
 //! Errors are [`ApiError`] bodies with an HTTP status.
 
@@ -187,4 +188,32 @@ pub struct AddedIdentity {
 pub struct TrustBundle {
     /// The edge CA certificate, PEM.
     pub pem: String,
+}
+
+/// `GET /stats`: counters since the daemon started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Messages that entered the hub.
+    pub messages_received: u64,
+    /// Deliveries queued (a message routed to three destinations counts three).
+    pub messages_routed: u64,
+    /// Messages no route selected.
+    pub messages_dropped_no_route: u64,
+    /// MQTT clients connected now.
+    pub mqtt_connected: u64,
+    /// MQTT CONNECTs accepted.
+    pub mqtt_connections_accepted: u64,
+    /// MQTT CONNECTs refused (credentials, client id) and failed TLS handshakes.
+    pub mqtt_connections_refused: u64,
+    /// PUBLISHes refused (the client was disconnected).
+    pub mqtt_publishes_refused: u64,
+    /// SUBSCRIBE filters refused.
+    pub mqtt_subscriptions_refused: u64,
+    /// Connections closed for a malformed packet.
+    pub mqtt_malformed: u64,
+    /// Messages MQTT clients sent.
+    pub mqtt_messages_in: u64,
+    /// Messages delivered to MQTT clients.
+    pub mqtt_messages_out: u64,
 }

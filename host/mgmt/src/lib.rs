@@ -40,6 +40,8 @@ pub struct Services {
     pub identities: Arc<verge_identity::Registry>,
     /// The edge CA certificate (PEM): what clients trust.
     pub trust_bundle: Arc<str>,
+    /// The MQTT front.
+    pub mqtt: Arc<verge_mqtt::Broker>,
 }
 
 /// The deployment's state from an agent status.

@@ -27,7 +27,7 @@ use verge_runtime::{LogLine, Stream};
 use crate::Services;
 use crate::api::{
     AddedIdentity, ApiError, IdentityInfo, MethodAnswer, MethodRequest, ModuleList, NewIdentity,
-    TrustBundle, Twin,
+    Stats, TrustBundle, Twin,
 };
 use verge_identity::{IdentityKind, NewAuth, RegistryError};
 
@@ -238,6 +238,7 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
         (Method::DELETE, ["identities", device, module]) => {
             remove_identity(&services, &Identity::module(device, module))
         }
+        (Method::GET, ["stats"]) => json(StatusCode::OK, &stats(&services)),
         (Method::GET, ["trust-bundle"]) => json(
             StatusCode::OK,
             &TrustBundle {
@@ -390,6 +391,24 @@ pub async fn serve(services: Services, socket: &Path) -> std::io::Result<()> {
                 tracing::debug!(error = %e, "management connection ended");
             }
         });
+    }
+}
+
+fn stats(services: &Services) -> Stats {
+    let hub = services.hub.stats();
+    let mqtt = services.mqtt.stats();
+    Stats {
+        messages_received: hub.received,
+        messages_routed: hub.routed,
+        messages_dropped_no_route: hub.dropped_no_route,
+        mqtt_connected: mqtt.connected,
+        mqtt_connections_accepted: mqtt.connections_accepted,
+        mqtt_connections_refused: mqtt.connections_refused,
+        mqtt_publishes_refused: mqtt.publishes_refused,
+        mqtt_subscriptions_refused: mqtt.subscriptions_refused,
+        mqtt_malformed: mqtt.malformed,
+        mqtt_messages_in: mqtt.messages_in,
+        mqtt_messages_out: mqtt.messages_out,
     }
 }
 

@@ -124,6 +124,7 @@ pub async fn run(
         deploy_timeout: Duration::from_secs(config.agent.deploy_timeout_secs),
         identities: security.registry,
         trust_bundle: security.trust_bundle,
+        mqtt: security.broker,
     };
     let startup = match deployment {
         Some(path) => Some((read_manifest(&path)?, path.display().to_string())),

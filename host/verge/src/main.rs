@@ -115,6 +115,8 @@ enum Command {
     },
     /// Print the edge CA certificate (PEM) that MQTT clients trust.
     TrustBundle,
+    /// Print the hub's and the MQTT front's counters (JSON).
+    Stats,
     /// Compile a component for the daemon's engine (the daemon runs this in a child process).
     #[command(hide = true)]
     CompileComponent {
@@ -297,6 +299,7 @@ fn main() -> ExitCode {
                 IdentityCommand::Remove { id } => cli::identity_remove(&client(), &id).await,
             },
             Command::TrustBundle => cli::trust_bundle(&client()).await,
+            Command::Stats => cli::stats(&client()).await,
             Command::Route { .. } | Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
         }
     });

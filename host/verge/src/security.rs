@@ -22,6 +22,8 @@ pub struct Security {
     pub registry: Arc<Registry>,
     /// The edge CA certificate, PEM.
     pub trust_bundle: Arc<str>,
+    /// The MQTT front.
+    pub broker: Arc<Broker>,
 }
 
 /// The key store the configuration names: a PKCS#11 token, else files in the data directory.
@@ -145,5 +147,6 @@ pub async fn start(
     Ok(Security {
         registry,
         trust_bundle: ca.trust_bundle_pem().into(),
+        broker,
     })
 }

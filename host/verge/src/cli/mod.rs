@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use verge_message::json::MessageDoc;
 use verge_mgmt::api::{
     AddedIdentity, DeployReport, IdentityInfo, LogEntry, MethodAnswer, MethodRequest, ModuleInfo,
-    ModuleList, NewIdentity, TrustBundle, Twin,
+    ModuleList, NewIdentity, Stats, TrustBundle, Twin,
 };
 use verge_mgmt::client::{Client, ClientError, encode_segment};
 use verge_route::{Bool3, Evaluation, Route};
@@ -273,6 +273,13 @@ pub async fn identity_remove(client: &Client, id: &str) -> anyhow::Result<ExitCo
     client
         .delete(&format!("/identities/{}", path.join("/")))
         .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verge stats`
+pub async fn stats(client: &Client) -> anyhow::Result<ExitCode> {
+    let stats: Stats = client.get("/stats").await?;
+    out(&serde_json::to_string_pretty(&stats)?);
     Ok(ExitCode::SUCCESS)
 }
 
