@@ -307,3 +307,139 @@ fn wrong_credentials_foreign_topics_and_bad_packets_are_refused() {
     at_least("mqttMalformed", 2);
     at_least("mqttMessagesIn", 1);
 }
+
+/// A bare MQTT 3.1.1 client on a socket, to misbehave on purpose (withhold PUBACKs, drop the
+/// connection).
+struct RawClient {
+    stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    fn connect(port: u16, client_id: &str, username: &str, password: &str) -> Self {
+        use mqttbytes::v4::{Connect, Login, Packet};
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut connect = Connect::new(client_id);
+        connect.login = Some(Login::new(username, password));
+        let mut out = bytes::BytesMut::new();
+        connect.write(&mut out).unwrap();
+        stream.write_all(&out).unwrap();
+        let mut client = Self {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        match client.next() {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.code, mqttbytes::v4::ConnectReturnCode::Success)
+            }
+            other => panic!("{other:?}"),
+        }
+        client
+    }
+
+    fn send(&mut self, write: impl FnOnce(&mut bytes::BytesMut)) {
+        let mut out = bytes::BytesMut::new();
+        write(&mut out);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    fn next(&mut self) -> mqttbytes::v4::Packet {
+        loop {
+            match mqttbytes::v4::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return p,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next PUBLISH (skipping SUBACKs and the like).
+    fn publish(&mut self) -> mqttbytes::v4::Publish {
+        loop {
+            if let mqttbytes::v4::Packet::Publish(p) = self.next() {
+                return p;
+            }
+        }
+    }
+}
+
+#[test]
+fn deliveries_not_acknowledged_come_again_after_a_reconnect() {
+    use mqttbytes::QoS;
+    use mqttbytes::v4::{PubAck, Publish, Subscribe};
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let daemon = Daemon::start("mqtt-redeliver", &mqtt::config(&ip, plain), None);
+    let manifest = deployment(
+        json!({}),
+        json!({ "toExt": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
+        json!({}),
+    );
+    assert!(daemon.deploy("redeliver", &manifest).status.success());
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let ext = add_identity(&daemon, "module", "ext");
+    let ext_user = format!("{ip}/edge/ext/?{API}");
+    let inputs = "devices/edge/modules/ext/inputs/#";
+
+    let mut first = RawClient::connect(plain, "edge/ext", &ext_user, &mqtt::token(&ext, 600));
+    first.send(|o| {
+        Subscribe::new(inputs, QoS::AtLeastOnce).write(o).unwrap();
+    });
+    for n in 1..=3 {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let out = mosquitto_pub(
+            plain,
+            "leaf1",
+            &format!("{ip}/leaf1/?{API}"),
+            &mqtt::token(&leaf, 600),
+            &format!("devices/leaf1/messages/events/seq={n}"),
+            &body,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // The first client acks message 1, takes 2 and 3 without acking them, and goes away.
+    let one = first.publish();
+    assert!(
+        one.topic.starts_with("devices/edge/modules/ext/inputs/in/"),
+        "{}",
+        one.topic
+    );
+    assert_eq!(&one.payload[..], br#"{"n":1}"#);
+    assert_eq!((one.qos, one.dup), (QoS::AtLeastOnce, false));
+    first.send(|o| {
+        PubAck::new(one.pkid).write(o).unwrap();
+    });
+    let two = first.publish();
+    let three = first.publish();
+    assert_eq!(
+        (&two.payload[..], &three.payload[..]),
+        (&br#"{"n":2}"#[..], &br#"{"n":3}"#[..])
+    );
+    drop(first);
+
+    // The next connection gets 2 and 3 again, in order, and not 1.
+    let mut second = RawClient::connect(plain, "edge/ext", &ext_user, &mqtt::token(&ext, 600));
+    second.send(|o| {
+        Subscribe::new(inputs, QoS::AtLeastOnce).write(o).unwrap();
+    });
+    let again: Vec<Publish> = (0..2).map(|_| second.publish()).collect();
+    let bodies: Vec<&[u8]> = again.iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(
+        bodies,
+        [&br#"{"n":2}"#[..], &br#"{"n":3}"#[..]],
+        "{}",
+        daemon.log()
+    );
+    assert!(again[0].topic.contains("seq=2"), "{}", again[0].topic);
+    assert!(
+        again.iter().all(|p| p.dup),
+        "redeliveries carry the DUP flag"
+    );
+}

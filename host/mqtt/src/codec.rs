@@ -20,6 +20,20 @@ pub fn read(buf: &mut BytesMut, max_packet_bytes: usize) -> Result<Option<Packet
     }
 }
 
+/// How a PUBLISH to a client is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// QoS 0.
+    AtMostOnce,
+    /// QoS 1 with its packet id; `dup` when it was sent before.
+    AtLeastOnce {
+        /// The packet id.
+        pkid: u16,
+        /// Sent before (MQTT's DUP flag).
+        dup: bool,
+    },
+}
+
 /// MQTT's variable-length "remaining length".
 fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
     loop {
@@ -35,21 +49,25 @@ fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
     }
 }
 
-/// A PUBLISH: QoS 0 (`pkid` ignored) or 1. `false`, writing nothing, when the topic is longer
-/// than MQTT allows (65 535 bytes: a message with huge properties cannot be delivered).
+/// A PUBLISH, QoS 0 or 1 ([`Delivery`]).
+/// `false`, writing nothing, when the topic is longer than MQTT allows (65 535 bytes: a message
+/// with huge properties cannot be delivered).
 #[must_use]
-pub fn put_publish(out: &mut BytesMut, topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> bool {
+pub fn put_publish(out: &mut BytesMut, topic: &str, qos: Delivery, payload: &[u8]) -> bool {
     let Ok(topic_len) = u16::try_from(topic.len()) else {
         return false;
     };
-    let qos1 = qos != QoS::AtMostOnce;
-    let len = 2 + topic.len() + if qos1 { 2 } else { 0 } + payload.len();
+    let (flags, pkid) = match qos {
+        Delivery::AtMostOnce => (0, None),
+        Delivery::AtLeastOnce { pkid, dup } => (if dup { 0x0A } else { 0x02 }, Some(pkid)),
+    };
+    let len = 2 + topic.len() + if pkid.is_some() { 2 } else { 0 } + payload.len();
     out.reserve(5 + len);
-    out.put_u8(0x30 | if qos1 { 0x02 } else { 0 });
+    out.put_u8(0x30 | flags);
     put_remaining_length(out, len);
     out.put_u16(topic_len);
     out.put_slice(topic.as_bytes());
-    if qos1 {
+    if let Some(pkid) = pkid {
         out.put_u16(pkid);
     }
     out.put_slice(payload);
@@ -97,13 +115,12 @@ mod tests {
         assert!(put_publish(
             &mut buf,
             "a/b",
-            QoS::AtLeastOnce,
-            7,
+            Delivery::AtLeastOnce { pkid: 7, dup: true },
             &[1u8; 300]
         ));
-        assert!(put_publish(&mut buf, "c", QoS::AtMostOnce, 0, b"x"));
+        assert!(put_publish(&mut buf, "c", Delivery::AtMostOnce, b"x"));
         let long = "t".repeat(70_000);
-        assert!(!put_publish(&mut buf, &long, QoS::AtMostOnce, 0, b"x"));
+        assert!(!put_publish(&mut buf, &long, Delivery::AtMostOnce, b"x"));
         match read(&mut buf, 1 << 20) {
             Ok(Some(Packet::Publish(p))) => {
                 assert_eq!(
@@ -111,6 +128,7 @@ mod tests {
                     ("a/b", 7, QoS::AtLeastOnce)
                 );
                 assert_eq!(p.payload.len(), 300);
+                assert!(p.dup);
             }
             other => panic!("{other:?}"),
         }
@@ -142,7 +160,12 @@ mod tests {
     #[test]
     fn oversized_and_garbage_frames_are_errors_not_panics() {
         let mut big = BytesMut::new();
-        assert!(put_publish(&mut big, "t", QoS::AtMostOnce, 0, &[0u8; 2000]));
+        assert!(put_publish(
+            &mut big,
+            "t",
+            Delivery::AtMostOnce,
+            &[0u8; 2000]
+        ));
         assert!(read(&mut big, 1000).is_err());
         // Every prefix and every single-byte corruption of a valid stream: no panic.
         let mut valid = BytesMut::new();
@@ -150,8 +173,10 @@ mod tests {
         assert!(put_publish(
             &mut valid,
             topic,
-            QoS::AtLeastOnce,
-            1,
+            Delivery::AtLeastOnce {
+                pkid: 1,
+                dup: false
+            },
             b"hello"
         ));
         put_suback(&mut valid, 2, &[1]);

@@ -29,7 +29,7 @@ use verge_message::{Identity, Message, Text, system};
 use verge_twin::DesiredWatch;
 
 use crate::auth::Credentials;
-use crate::codec::{self, Packet, QoS};
+use crate::codec::{self, Delivery, Packet, QoS};
 use crate::dialect::{self, PublishTopic, Subscription};
 use crate::stats::{add, bump};
 use crate::{Broker, twin_id};
@@ -479,7 +479,7 @@ impl Session {
             return;
         }
         dialect::twin_response_topic(&mut self.topic, status, rid, version);
-        if !codec::put_publish(out, &self.topic, QoS::AtMostOnce, 0, body) {
+        if !codec::put_publish(out, &self.topic, Delivery::AtMostOnce, body) {
             warn!(client = %self.identity, "twin response dropped: the request id is too long");
         }
     }
@@ -575,14 +575,20 @@ impl Session {
             let body = entry.message.body();
             match self.inputs_qos {
                 QoS::AtMostOnce => {
-                    if !codec::put_publish(out, &self.topic, QoS::AtMostOnce, 0, body) {
+                    if !codec::put_publish(out, &self.topic, Delivery::AtMostOnce, body) {
                         undeliverable(&self.identity, &entry);
                     }
                     consumer.ack(entry.seq);
                 }
                 _ => {
                     let pkid = next_pkid(&mut self.next_pkid, &self.in_flight);
-                    if codec::put_publish(out, &self.topic, QoS::AtLeastOnce, pkid, body) {
+                    let dup = entry.attempts > 0;
+                    if codec::put_publish(
+                        out,
+                        &self.topic,
+                        Delivery::AtLeastOnce { pkid, dup },
+                        body,
+                    ) {
                         self.in_flight.insert(pkid, entry.seq);
                     } else {
                         undeliverable(&self.identity, &entry);
@@ -601,8 +607,7 @@ impl Session {
         let _ = codec::put_publish(
             out,
             &self.topic,
-            QoS::AtMostOnce,
-            0,
+            Delivery::AtMostOnce,
             patch.to_string().as_bytes(),
         );
     }
@@ -614,8 +619,7 @@ impl Session {
         if !codec::put_publish(
             out,
             &self.topic,
-            QoS::AtMostOnce,
-            0,
+            Delivery::AtMostOnce,
             call.payload.as_bytes(),
         ) {
             call.respond(MethodResponse {
