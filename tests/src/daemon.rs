@@ -41,16 +41,17 @@ pub struct Daemon {
     env: Vec<(String, std::ffi::OsString)>,
 }
 
-/// Configuration for tests: quick backoff, short deadlines.
+/// Configuration for tests: no MQTT/HTTPS ports, quick backoff, short deadlines. `[agent]` comes
+/// last so that tests may append keys to it.
 pub const TEST_CONFIG: &str = "\
 device_id = \"test-device\"
+[mqtt]
+tls_port = 0
+https_port = 0
 [agent]
 cool_off_time_unit_secs = 1
 stop_grace_secs = 2
 deploy_timeout_secs = 60
-[mqtt]
-tls_port = 0
-https_port = 0
 ";
 
 impl Daemon {
