@@ -3,6 +3,7 @@
     python iothub_client.py device CONNECTION_STRING CA_FILE
     python iothub_client.py module CONNECTION_STRING CA_FILE
     python iothub_client.py token CONNECTION_STRING TTL_SECONDS   # a SAS token, computed here
+    python iothub_client.py paho CONNECTION_STRING CA_FILE        # bare paho-mqtt: twin GET, telemetry
     python iothub_client.py invoke CONNECTION_STRING CA_FILE DEVICE MODULE METHOD PAYLOAD_JSON
 
 Prints one JSON object per line for each thing that happened, so that the Rust test asserts on
@@ -74,7 +75,38 @@ def invoke(connection_string, ca_file, device, module, method, payload):
         client.shutdown()
 
 
+def paho_device(connection_string, ca_file):
+    """A bare paho-mqtt client in IoT Hub's dialect: twin GET over TLS, then telemetry QoS 1."""
+    import paho.mqtt.client as paho
+
+    parts = dict(p.split("=", 1) for p in connection_string.split(";"))
+    device, gateway = parts["DeviceId"], parts["GatewayHostName"]
+    got = threading.Event()
+    client = paho.Client(client_id=device, protocol=paho.MQTTv311)
+    client.username_pw_set(f"{parts['HostName']}/{device}/?api-version=2021-04-12", token(connection_string, 600))
+    client.tls_set(ca_certs=ca_file)
+
+    def on_message(_client, _userdata, message):
+        emit("message", topic=message.topic, payload=message.payload.decode("utf-8", "replace"))
+        got.set()
+
+    client.on_message = on_message
+    client.connect(gateway, 8883)
+    client.loop_start()
+    client.subscribe("$iothub/twin/res/#", qos=0)
+    client.publish("$iothub/twin/GET/?$rid=42", b"", qos=0)
+    got.wait(10)
+    info = client.publish(f"devices/{device}/messages/events/via=paho", b'{"paho":true}', qos=1)
+    info.wait_for_publish(10)
+    emit("published", acked=info.is_published())
+    client.disconnect()
+    client.loop_stop()
+
+
 def main():
+    if sys.argv[1] == "paho":
+        paho_device(sys.argv[2], sys.argv[3])
+        return
     if sys.argv[1] == "token":
         print(token(sys.argv[2], sys.argv[3]))
         return

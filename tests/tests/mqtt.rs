@@ -166,8 +166,41 @@ fn mqtt_clients_and_wasm_modules_share_the_routes() {
     device.event("twin");
     device.event("reported");
     device.event("sent");
+    daemon.cli_ok(&["twin", "update", "devices/leaf1", r#"{"interval": 5}"#]);
+    let patch = device.expect("the device's desired patch", |v| v["event"] == "desired");
+    assert_eq!(patch["patch"]["interval"], 5, "{patch}");
     device.close();
     assert_eq!(daemon.twin("devices/leaf1")["reported"]["kind"], "device");
+
+    // A bare paho-mqtt client: twin GET answered with 200, telemetry PUBACKed.
+    let out = Command::new(mqtt::python())
+        .arg(mqtt::client_script())
+        .args(["paho", &leaf, &ca.display().to_string()])
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let twin = events.iter().find(|e| e["event"] == "message");
+    let twin = twin.unwrap_or_else(|| panic!("{events:?} {}", text(&out)));
+    assert!(
+        twin["topic"]
+            .as_str()
+            .unwrap()
+            .starts_with("$iothub/twin/res/200/?$rid=42"),
+        "{twin}"
+    );
+    assert!(
+        twin["payload"].as_str().unwrap().contains("\"interval\":5"),
+        "{twin}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "published" && e["acked"] == true),
+        "{events:?}"
+    );
 }
 
 /// Read until the server closes the connection (or 10 s pass): whether it closed.

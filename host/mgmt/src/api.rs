@@ -5,6 +5,7 @@
 //! | `GET /modules` | [`ModuleList`] |
 //! | `POST /deployment` (a deployment manifest) | [`DeployReport`]; 400 with a report when refused |
 //! | `GET /twins/{id}` | [`Twin`] |
+//! | `POST /twins/{id}/desired` (a JSON merge patch) | [`Twin`] after the patch; 400 if refused |
 //! | `GET /modules/{name}/logs?tail=N&follow=true` | newline-delimited [`LogEntry`] |
 //! | `POST /modules/{name}/restart` | 204 |
 //! | `POST /modules/{name}/methods` ([`MethodRequest`]) | [`MethodAnswer`] (IoT Hub's shape) |

@@ -203,6 +203,28 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
                 },
             )
         }
+        (Method::POST, ["twins", id, "desired"]) => {
+            let id = (*id).to_owned();
+            match read_json(req).await {
+                Err(answer) => answer,
+                Ok(serde_json::Value::Object(patch)) => {
+                    match services.twins.patch_desired(&id, &patch) {
+                        Ok(_) => {
+                            let docs = services.twins.docs(&id);
+                            json(
+                                StatusCode::OK,
+                                &Twin {
+                                    desired: docs.desired,
+                                    reported: docs.reported,
+                                },
+                            )
+                        }
+                        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                    }
+                }
+                Ok(_) => error(StatusCode::BAD_REQUEST, "the patch must be a JSON object"),
+            }
+        }
         (Method::GET, ["modules", name, "logs"]) => logs(&services, name, &query(&req)),
         (Method::POST, ["modules", name, "restart"]) => match services.agent.restart(name).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),

@@ -179,8 +179,16 @@ enum IdentityCommand {
 enum TwinCommand {
     /// Print a twin's desired and reported properties.
     Show {
-        /// A module id, `$edgeAgent` or `$edgeHub`.
+        /// A module id, `$edgeAgent`, `$edgeHub`, or `devices/ID` for a leaf device.
         id: String,
+    },
+    /// Merge a JSON patch into a twin's desired properties (as the cloud would); prints the new
+    /// desired version. The twin's module or device gets the patch.
+    Update {
+        /// A module id, or `devices/ID` for a leaf device.
+        id: String,
+        /// The patch: a JSON object (`null` deletes a key).
+        patch: String,
     },
 }
 
@@ -278,6 +286,9 @@ fn main() -> ExitCode {
             Command::Twin {
                 command: TwinCommand::Show { id },
             } => cli::twin_show(&client(), &id).await,
+            Command::Twin {
+                command: TwinCommand::Update { id, patch },
+            } => cli::twin_update(&client(), &id, &patch).await,
             Command::Identity { command } => match command {
                 IdentityCommand::Add {
                     kind,

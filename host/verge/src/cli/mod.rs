@@ -290,6 +290,26 @@ pub async fn trust_bundle(client: &Client) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `verge twin update ID PATCH`
+pub async fn twin_update(client: &Client, id: &str, patch: &str) -> anyhow::Result<ExitCode> {
+    let patch: Value = match serde_json::from_str(patch) {
+        Ok(p @ Value::Object(_)) => p,
+        Ok(_) => {
+            eprintln!("error: the patch must be a JSON object");
+            return Ok(ExitCode::from(USAGE));
+        }
+        Err(e) => {
+            eprintln!("error: the patch is not JSON: {e}");
+            return Ok(ExitCode::from(USAGE));
+        }
+    };
+    let twin: Twin = client
+        .post(&format!("/twins/{}/desired", encode_segment(id)), &patch)
+        .await?;
+    out(&serde_json::to_string_pretty(&twin)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `verge twin show ID`
 pub async fn twin_show(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     let twin: Twin = client
