@@ -30,8 +30,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::json;
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
+use verge_bench::machine::{
+    Machine, busy_shares, process_cpu_seconds, steal_seconds, workers_busy,
+};
+use verge_bench::report::{
+    self, Extra, Fields, fmt_rate, or_dash, percentages, stolen_note, write_json,
+};
+use verge_bench::settings::{Filter, fixed_pace, scaled};
+use verge_bench::stats::{Pct, median, round};
+use verge_bench::{BODY, PACE_SLEEP, RUNS};
 use verge_hub::{
     Commit, Consumer, Hub, HubOptions, Identity, QueueLimits, RouteSet, RouteSpec, Target,
 };
@@ -41,7 +51,6 @@ use verge_runtime_wasm::{WasmOptions, WasmRuntime};
 use verge_twin::TwinStore;
 
 const DEVICE: &str = "bench";
-const BODY: usize = 256;
 /// Messages per producer commit in the hub scenarios.
 const COMMIT_BATCH: usize = 64;
 /// Most entries a consumer takes at once.
@@ -51,124 +60,22 @@ const PACED_BATCH: usize = 8;
 /// The in-process hop goal (messaging.md §6.4): p99 under 50 µs at half load.
 const HOP_P99_GOAL_US: f64 = 50.0;
 
-/// `secs`, times `VERGE_BENCH_SCALE`.
-fn scaled(secs: f64) -> Duration {
-    let scale = std::env::var("VERGE_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs * scale)
-}
+/// Foundation's own row fields: (cores busy in this process, cores stolen by the hypervisor)
+/// over the run: CPU time over wall time (2.0 = both cores busy).
+#[derive(Debug, Default)]
+struct Cores(Option<(f64, f64)>);
 
-/// Latency percentiles, in µs.
-#[derive(Clone, Copy, Debug)]
-struct Pct {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-impl Pct {
-    /// Of nanosecond samples.
-    fn of(samples: &mut [u64]) -> Option<Self> {
-        samples.sort_unstable();
-        let n = samples.len();
-        let at = |per_mille: usize| {
-            samples
-                .get((n * per_mille / 1000).min(n.checked_sub(1)?))
-                .map(|&v| v as f64 / 1000.0)
-        };
-        Some(Self {
-            p50: at(500)?,
-            p90: at(900)?,
-            p99: at(990)?,
-            p999: at(999)?,
-            max: at(1000)?,
-        })
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "p50": round(self.p50, 1),
-            "p90": round(self.p90, 1),
-            "p99": round(self.p99, 1),
-            "p99.9": round(self.p999, 1),
-            "max": round(self.max, 1),
-        })
+impl Extra for Cores {
+    fn cpu(&self) -> Fields {
+        vec![
+            ("cores_busy", json!(self.0.map(|c| round(c.0, 2)))),
+            ("cores_stolen", json!(self.0.map(|c| round(c.1, 2)))),
+        ]
     }
 }
 
 /// One line of the table (and of the JSON).
-#[derive(Debug, Default)]
-struct Row {
-    scenario: String,
-    /// Messages (deliveries for fan-out) counted.
-    messages: u64,
-    seconds: f64,
-    rate: f64,
-    unit: &'static str,
-    latency: Option<Pct>,
-    /// CPU time of the process over wall time (2.0 = both cores busy), and CPU time the
-    /// hypervisor stole from the machine over wall time.
-    cores: Option<(f64, f64)>,
-    goal: String,
-    pass: Option<bool>,
-    notes: String,
-}
-
-impl Row {
-    fn json(&self) -> Value {
-        json!({
-            "scenario": self.scenario,
-            "messages": self.messages,
-            "seconds": round(self.seconds, 3),
-            "rate": self.rate.round(),
-            "unit": self.unit,
-            "latency_us": self.latency.map(|l| l.json()),
-            "cores_busy": self.cores.map(|c| round(c.0, 2)),
-            "cores_stolen": self.cores.map(|c| round(c.1, 2)),
-            "goal": self.goal,
-            "pass": self.pass,
-            "notes": self.notes,
-        })
-    }
-}
-
-fn round(v: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (v * f).round() / f
-}
-
-/// CPU seconds (user + system) this process used so far.
-fn cpu_seconds() -> f64 {
-    // Fields after the command name: state is field 3, utime 14, stime 15 (in clock ticks of
-    // 1/100 s, Linux's USER_HZ).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, f)| f)
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// CPU seconds the hypervisor stole from this machine so far (`steal` of `/proc/stat`).
-fn steal_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .find(|l| l.starts_with("cpu "))
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |ticks| ticks / 100.0)
-}
+type Row = report::Row<Cores>;
 
 /// Measures how busy the process kept the machine since it started, and how much CPU the
 /// hypervisor took away meanwhile.
@@ -176,14 +83,14 @@ struct CpuMeter(f64, f64, Instant);
 
 impl CpuMeter {
     fn start() -> Self {
-        Self(cpu_seconds(), steal_seconds(), Instant::now())
+        Self(process_cpu_seconds(), steal_seconds(), Instant::now())
     }
 
     /// (cores busy in this process, cores stolen by the hypervisor), on average.
     fn cores(&self) -> (f64, f64) {
         let wall = self.2.elapsed().as_secs_f64();
         (
-            (cpu_seconds() - self.0) / wall,
+            (process_cpu_seconds() - self.0) / wall,
             (steal_seconds() - self.1) / wall,
         )
     }
@@ -220,20 +127,6 @@ fn stalls() -> (f64, f64) {
         f64::from(count) / cores / spin.as_secs_f64(),
         longest.as_secs_f64() * 1e6,
     )
-}
-
-fn machine() -> (usize, String) {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    (cpus, model)
 }
 
 fn hub_with(routes: &[String]) -> Arc<Hub> {
@@ -333,10 +226,6 @@ struct HubRun {
     wakeups: u64,
     latencies: Vec<u64>,
 }
-
-/// How long the paced producer sleeps between bursts (the kernel adds its timer slack: the
-/// period is about 130 µs on the reference VM).
-const PACE_SLEEP: Duration = Duration::from_micros(50);
 
 /// The paced producer: a plain thread (as a producer on its own core) that wakes every
 /// `PACE_SLEEP` and calls `send` (one commit of `PACED_BATCH`) until `rate` messages/s are due;
@@ -502,24 +391,6 @@ async fn mpsc_run(duration: Duration, rate: f64) -> HubRun {
     }
 }
 
-/// Runs of the throughput scenarios; the median is reported.
-const RUNS: usize = 3;
-
-/// The median of `runs` by `key`, with every run's key (sorted) for the notes.
-fn median<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> (T, String) {
-    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    let rates: Vec<String> = runs
-        .iter()
-        .map(|r| match key(r) {
-            k if k >= 1000.0 => fmt_rate(k),
-            k => format!("{k:.0}"),
-        })
-        .collect();
-    let middle = runs.len() / 2;
-    let run = runs.swap_remove(middle);
-    (run, rates.join(", "))
-}
-
 /// The runtime of the latency runs: one worker for the consumers, so that with the producer's
 /// thread the two cores each run one side of the hop.
 fn latency_runtime() -> tokio::runtime::Runtime {
@@ -530,19 +401,13 @@ fn latency_runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn hub_scenarios(
-    runtime: &tokio::runtime::Runtime,
-    rows: &mut Vec<Row>,
-    filter: &dyn Fn(&str) -> bool,
-) {
+fn hub_scenarios(runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>, filter: &Filter) {
     // VERGE_BENCH_PACE (messages/s in) paces the latency runs instead of half the measured max.
-    let fixed_pace: Option<f64> = std::env::var("VERGE_BENCH_PACE")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let fixed_pace = fixed_pace();
     for (sinks, goal) in [(1usize, 1_000_000f64), (4, 3_000_000f64)] {
         let name = format!("hub-1to{sinks}");
         let unit = if sinks == 1 { "msg/s" } else { "deliveries/s" };
-        if filter(&name) {
+        if filter.matches(&name) {
             let runs: Vec<_> = (0..RUNS)
                 .map(|_| {
                     let cpu = CpuMeter::start();
@@ -558,7 +423,7 @@ fn hub_scenarios(
                 seconds: run.seconds,
                 rate,
                 unit,
-                cores: Some(cores),
+                extra: Cores(Some(cores)),
                 goal: format!(">= {} {unit}", fmt_rate(goal)),
                 pass: Some(rate >= goal),
                 notes: format!(
@@ -569,7 +434,7 @@ fn hub_scenarios(
             });
         }
         let lat_name = format!("{name}-lat");
-        if !filter(&lat_name) {
+        if !filter.matches(&lat_name) {
             continue;
         }
         // Half the most this configuration (producer thread, commits of 8, consumers on one
@@ -600,7 +465,7 @@ fn hub_scenarios(
             rate: lat.deliveries as f64 / lat.seconds,
             unit,
             latency,
-            cores: Some(cores),
+            extra: Cores(Some(cores)),
             goal: format!("p99 < {HOP_P99_GOAL_US} µs"),
             pass: latency.map(|l| l.p99 < HOP_P99_GOAL_US),
             notes: format!(
@@ -611,7 +476,7 @@ fn hub_scenarios(
                 lat.deliveries as f64 / lat.takes.max(1) as f64
             ),
         });
-        if sinks == 1 && filter("mpsc-1to1-lat") {
+        if sinks == 1 && filter.matches("mpsc-1to1-lat") {
             let runs: Vec<_> = (0..RUNS)
                 .map(|_| {
                     let cpu = CpuMeter::start();
@@ -630,7 +495,7 @@ fn hub_scenarios(
                 rate: base.deliveries as f64 / base.seconds,
                 unit,
                 latency,
-                cores: Some(cores),
+                extra: Cores(Some(cores)),
                 goal: "reference".into(),
                 pass: None,
                 notes: format!(
@@ -651,7 +516,7 @@ struct WasmRig {
 
 impl WasmRig {
     fn new(routes: &[String]) -> Self {
-        let cache = verge_tests::target_dir().join("bench/wasm-cache");
+        let cache = report::bench_dir().join("wasm-cache");
         let runtime = WasmRuntime::new(WasmOptions::new(cache)).expect("wasm runtime");
         Self {
             hub: hub_with(routes),
@@ -723,17 +588,9 @@ struct WasmRun {
     e2e: Vec<u64>,
 }
 
-/// Each runtime worker's busy time so far.
-fn workers_busy() -> Vec<Duration> {
-    let metrics = tokio::runtime::Handle::current().metrics();
-    (0..metrics.num_workers())
-        .map(|w| metrics.worker_total_busy_duration(w))
-        .collect()
-}
-
 /// Times the runtime's workers parked (went to sleep for lack of work) so far.
 fn workers_parked() -> u64 {
-    let metrics = tokio::runtime::Handle::current().metrics();
+    let metrics = Handle::current().metrics();
     (0..metrics.num_workers())
         .map(|w| metrics.worker_park_count(w))
         .sum()
@@ -874,15 +731,12 @@ async fn wasm_pipeline(
             });
         let now = Instant::now();
         if now >= measure_from {
-            let busy_then =
-                busy_at_start.get_or_insert_with(|| (now, workers_busy(), workers_parked()));
+            let busy_then = busy_at_start
+                .get_or_insert_with(|| (now, workers_busy(&Handle::current()), workers_parked()));
             if now >= measure_until {
                 let window = (now - busy_then.0).as_secs_f64();
-                run.workers_busy = workers_busy()
-                    .iter()
-                    .zip(&busy_then.1)
-                    .map(|(b, a)| (*b - *a).as_secs_f64() / window)
-                    .collect();
+                run.workers_busy =
+                    busy_shares(&busy_then.1, &workers_busy(&Handle::current()), window);
                 run.parks = workers_parked() - busy_then.2;
                 break;
             }
@@ -932,7 +786,7 @@ fn tail(log: &ModuleLog) -> String {
         })
 }
 
-async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
+async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &Filter) {
     let warmup = Duration::from_millis(500);
     // tokio's timer has 1 ms granularity, so a source ticks at most about 1000 times a second.
     let burst = 1000;
@@ -941,7 +795,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
         tick_ms: 0,
         count: 1,
     };
-    if filter("wasm-relay") {
+    if filter.matches("wasm-relay") {
         let goal = 250_000.0;
         let mut runs = Vec::new();
         for _ in 0..RUNS {
@@ -957,7 +811,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
             seconds: run.seconds,
             rate,
             unit: "msg/s",
-            cores: Some(cores),
+            extra: Cores(Some(cores)),
             goal: format!(">= {} msg/s", fmt_rate(goal)),
             pass: Some(rate >= goal),
             notes: format!(
@@ -986,7 +840,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
             "source alone: source Burst=1000 -> $upstream",
         ),
     ] {
-        if !filter(name) {
+        if !filter.matches(name) {
             continue;
         }
         let cpu = CpuMeter::start();
@@ -997,7 +851,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
             seconds: run.seconds,
             rate: run.messages as f64 / run.seconds,
             unit: "msg/s",
-            cores: Some(cpu.cores()),
+            extra: Cores(Some(cpu.cores())),
             goal: "diagnostic".into(),
             notes: format!(
                 "{what}; its input queue avg {:.0}; workers busy {}",
@@ -1027,7 +881,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
         .unwrap_or_else(|| vec![(1, 1, 1), (16, 1, 0)]);
     for (count, burst, tick) in feeds {
         let name = format!("wasm-hop-lat-{count}x{burst}");
-        if !filter(&name) {
+        if !filter.matches(&name) {
             continue;
         }
         let feed = Feed::Source {
@@ -1047,7 +901,7 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
             rate: run.messages as f64 / run.seconds,
             unit: "msg/s",
             latency,
-            cores: Some(cores),
+            extra: Cores(Some(cores)),
             goal: format!("p99 < {HOP_P99_GOAL_US} µs"),
             pass: latency.map(|l| l.p99 < HOP_P99_GOAL_US),
             notes: format!(
@@ -1059,78 +913,39 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &dyn Fn(&str) -> bool) {
     }
 }
 
-fn percentages(shares: &[f64]) -> String {
-    shares
-        .iter()
-        .map(|s| format!("{:.0}%", s * 100.0))
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k", r / 1e3)
-    } else {
-        format!("{r:.0}")
-    }
-}
-
 fn print_table(rows: &[Row]) {
     println!(
         "{:<18} {:>10} {:>6} {:>14} {:>8} {:>8} {:>5} {:<20} {:<4}",
         "scenario", "messages", "secs", "rate", "p50 µs", "p99 µs", "cores", "goal", "pass"
     );
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     for r in rows {
-        let pass = match r.pass {
-            Some(true) => "PASS",
-            Some(false) => "FAIL",
-            None => "-",
-        };
         println!(
             "{:<18} {:>10} {:>6.2} {:>14} {:>8} {:>8} {:>5} {:<20} {:<4}",
             r.scenario,
             r.messages,
             r.seconds,
-            format!(
-                "{} {}",
-                fmt_rate(r.rate),
-                if r.unit == "msg/s" { "msg/s" } else { "dlv/s" }
-            ),
-            opt(r.latency.map(|l| l.p50)),
-            opt(r.latency.map(|l| l.p99)),
-            r.cores
-                .map_or_else(|| "-".to_owned(), |c| format!("{:.2}", c.0)),
+            r.rate_cell(),
+            or_dash(r.latency.map(|l| l.p50), 1),
+            or_dash(r.latency.map(|l| l.p99), 1),
+            or_dash(r.extra.0.map(|c| c.0), 2),
             r.goal,
-            pass
+            r.pass_cell()
         );
-        let stolen = r
-            .cores
-            .filter(|c| c.1 >= 0.05)
-            .map_or_else(String::new, |c| {
-                format!(" [hypervisor stole {:.2} cores]", c.1)
-            });
+        let stolen = stolen_note(r.extra.0.map(|c| c.1));
         println!("{:<18} {}{stolen}", "", r.notes);
     }
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let filter =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    let (cpus, model) = machine();
+    let filter = Filter::from_args();
+    let machine = Machine::this();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let workers = runtime.metrics().num_workers();
     let (stalls_per_s, longest_stall) = stalls();
-    println!("machine: {cpus} cpus, {model}; tokio multi_thread, {workers} workers");
+    println!("machine: {machine}; tokio multi_thread, {workers} workers");
     println!(
         "idle machine: a spinning thread is paused > 100 µs {stalls_per_s:.0} times/s, longest {longest_stall:.0} µs"
     );
@@ -1139,26 +954,13 @@ fn main() {
     runtime.block_on(wasm_scenarios(&mut rows, &filter));
     print_table(&rows);
     let report = json!({
-        "machine": {
-            "cpus": cpus,
-            "model": model,
-            "tokio_workers": workers,
-            "idle_stalls_over_100us_per_s": round(stalls_per_s, 1),
-            "idle_longest_stall_us": longest_stall.round(),
-        },
+        "machine": machine.json(vec![
+            ("tokio_workers", json!(workers)),
+            ("idle_stalls_over_100us_per_s", json!(round(stalls_per_s, 1))),
+            ("idle_longest_stall_us", json!(longest_stall.round())),
+        ]),
         "body_bytes": BODY,
         "scenarios": rows.iter().map(Row::json).collect::<Vec<_>>(),
     });
-    let dir = verge_tests::target_dir().join("bench");
-    let path = dir.join("foundation.json");
-    let written = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
-        )
-    });
-    match written {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    write_json("foundation", &report);
 }

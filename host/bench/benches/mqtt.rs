@@ -58,18 +58,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v4::{self, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Notify, Semaphore};
+use verge_bench::machine::{
+    Machine, busy_shares, machine_seconds, process_cpu_seconds, stat_cpu, steal_seconds,
+    threads_cpu, workers_busy,
+};
+use verge_bench::report::{
+    self, Extra, Fields, fmt_rate, or_dash, percentages, stolen_note, write_json,
+};
+use verge_bench::settings::{Filter, fixed_pace, scaled};
+use verge_bench::stats::{Pct, median, round};
+use verge_bench::{BODY, PACE_SLEEP, RUNS};
 use verge_hub::{Hub, HubOptions, Identity, Queue, QueueLimits, RouteSet, RouteSpec, Target};
 use verge_identity::{FileKeyStore, NewAuth, Registry};
 use verge_mqtt::{Broker, BrokerOptions, RegistryAuthenticator};
 use verge_twin::TwinStore;
 
-const BODY: usize = 256;
 const HUB_HOST: &str = "bench-hub";
 const EDGE: &str = "bench-edge";
 const API: &str = "?api-version=2021-04-12";
@@ -79,10 +88,6 @@ const BATCH: usize = 64;
 const WINDOW: usize = 512;
 /// The load generator's limit on a packet it reads.
 const MAX_PACKET: usize = 1 << 20;
-/// Runs of the throughput scenarios; the median is reported.
-const RUNS: usize = 3;
-/// How long the paced publisher sleeps when nothing is due.
-const PACE_SLEEP: Duration = Duration::from_micros(50);
 /// The publisher goes on this long after the window, so that the window ends in steady state
 /// (and the publisher thread's CPU time is counted before the thread ends).
 const TAIL: Duration = Duration::from_millis(250);
@@ -93,15 +98,6 @@ const P99_GOAL_US: f64 = 2000.0;
 /// The pace of the latency runs.
 const PACE: f64 = 10_000.0;
 
-/// `secs`, times `VERGE_BENCH_SCALE`.
-fn scaled(secs: f64) -> Duration {
-    let scale = std::env::var("VERGE_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs * scale)
-}
-
 /// The instant every payload timestamp counts from.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -110,95 +106,6 @@ fn epoch() -> Instant {
 
 fn nanos(t: Instant) -> u64 {
     t.saturating_duration_since(epoch()).as_nanos() as u64
-}
-
-/// Latency percentiles, in µs.
-#[derive(Clone, Copy, Debug)]
-struct Pct {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-impl Pct {
-    /// Of nanosecond samples.
-    fn of(samples: &mut [u64]) -> Option<Self> {
-        samples.sort_unstable();
-        let n = samples.len();
-        let at = |per_mille: usize| {
-            samples
-                .get((n * per_mille / 1000).min(n.checked_sub(1)?))
-                .map(|&v| v as f64 / 1000.0)
-        };
-        Some(Self {
-            p50: at(500)?,
-            p90: at(900)?,
-            p99: at(990)?,
-            p999: at(999)?,
-            max: at(1000)?,
-        })
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "p50": round(self.p50, 1),
-            "p90": round(self.p90, 1),
-            "p99": round(self.p99, 1),
-            "p99.9": round(self.p999, 1),
-            "max": round(self.max, 1),
-        })
-    }
-}
-
-fn round(v: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (v * f).round() / f
-}
-
-/// CPU seconds (user + system) in a `/proc/.../stat` line.
-fn stat_cpu(stat: &str) -> f64 {
-    // Fields after the command name: state is field 3, utime 14, stime 15 (in clock ticks of
-    // 1/100 s, Linux's USER_HZ).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, f)| f)
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// CPU seconds this process's threads whose name starts with `prefix` used so far.
-fn threads_cpu(prefix: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.split_once('(')
-                .is_some_and(|(_, rest)| rest.starts_with(prefix))
-        })
-        .map(|stat| stat_cpu(&stat))
-        .sum()
-}
-
-/// CPU seconds the hypervisor stole from this machine so far (`steal` of `/proc/stat`).
-fn steal_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .find(|l| l.starts_with("cpu "))
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |ticks| ticks / 100.0)
 }
 
 /// Where a broker's CPU time is counted.
@@ -224,20 +131,6 @@ impl BrokerCpu {
 /// The thread-name prefixes of the broker's and the load generator's threads.
 const BROKER_THREADS: &str = "verge-broker";
 const LOADGEN_THREADS: &str = "loadgen";
-
-fn machine() -> (usize, String) {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    (cpus, model)
-}
 
 /// A client's CONNECT.
 #[derive(Clone, Debug)]
@@ -806,7 +699,7 @@ impl CpuSample {
             broker: broker.seconds(),
             loadgen: threads_cpu(LOADGEN_THREADS),
             stolen: steal_seconds(),
-            process: stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
+            process: process_cpu_seconds(),
             machine: machine_seconds(&[1, 2, 3]),
             idle: machine_seconds(&[4, 5]),
             at: Instant::now(),
@@ -834,21 +727,6 @@ impl CpuSample {
     }
 }
 
-/// CPU seconds of the whole machine so far in the `/proc/stat` columns `columns` (1 user,
-/// 2 nice, 3 system, 4 idle, 5 iowait, 6 irq, 7 softirq, 8 steal).
-fn machine_seconds(columns: &[usize]) -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    cpu.split_whitespace()
-        .enumerate()
-        .filter(|(i, _)| columns.contains(i))
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum::<f64>()
-        / 100.0
-}
-
 /// Cores busy on average over a window.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cores {
@@ -861,14 +739,6 @@ struct Cores {
     others: f64,
     /// Idle cores of the machine.
     idle: f64,
-}
-
-/// Each worker's busy time so far.
-fn workers_busy(runtime: &Handle) -> Vec<Duration> {
-    let metrics = runtime.metrics();
-    (0..metrics.num_workers())
-        .map(|w| metrics.worker_total_busy_duration(w))
-        .collect()
 }
 
 /// What [`monitor`] saw in the window.
@@ -906,11 +776,7 @@ async fn monitor(
     let last = CpuSample::take(broker);
     let wall = (last.at - first.at).as_secs_f64().max(1e-9);
     let workers = match (runtime, busy) {
-        (Some(runtime), Some(before)) => workers_busy(&runtime)
-            .iter()
-            .zip(&before)
-            .map(|(b, a)| b.saturating_sub(*a).as_secs_f64() / wall)
-            .collect(),
+        (Some(runtime), Some(before)) => busy_shares(&before, &workers_busy(&runtime), wall),
         _ => Vec::new(),
     };
     Watched {
@@ -1021,74 +887,54 @@ fn run_once(lg: &Runtime, side: &Side, plan: Plan) -> Result<Run, String> {
     })
 }
 
-/// One line of the table (and of the JSON).
+/// The MQTT bench's own row fields.
 #[derive(Debug, Default)]
-struct Row {
-    scenario: String,
+struct PerBroker {
     broker: &'static str,
-    /// Messages received in the window.
-    messages: u64,
-    seconds: f64,
-    rate: f64,
     sent: u64,
     lost: u64,
     duplicates: u64,
-    latency: Option<Pct>,
     cores: Option<Cores>,
-    goal: String,
-    pass: Option<bool>,
     /// Verge / mosquitto: rates for `-max`, p99s for `-lat`.
     ratio: Option<f64>,
     error: Option<String>,
-    notes: String,
 }
 
-impl Row {
-    fn json(&self) -> Value {
-        json!({
-            "scenario": self.scenario,
-            "broker": self.broker,
-            "messages": self.messages,
-            "seconds": round(self.seconds, 3),
-            "rate": self.rate.round(),
-            "unit": "msg/s",
-            "sent": self.sent,
-            "lost": self.lost,
-            "duplicates": self.duplicates,
-            "latency_us": self.latency.map(|l| l.json()),
-            "broker_cores": self.cores.map(|c| round(c.broker, 2)),
-            "loadgen_cores": self.cores.map(|c| round(c.loadgen, 2)),
-            "bench_process_cores": self.cores.map(|c| round(c.process, 2)),
-            "other_processes_cores": self.cores.map(|c| round(c.others, 2)),
-            "machine_idle_cores": self.cores.map(|c| round(c.idle, 2)),
-            "cores_stolen": self.cores.map(|c| round(c.stolen, 2)),
-            "goal": self.goal,
-            "pass": self.pass,
-            "verge_vs_mosquitto": self.ratio.map(|r| round(r, 2)),
-            "error": self.error,
-            "notes": self.notes,
-        })
+impl Extra for PerBroker {
+    fn names(&self) -> Fields {
+        vec![("broker", json!(self.broker))]
+    }
+
+    fn counts(&self) -> Fields {
+        vec![
+            ("sent", json!(self.sent)),
+            ("lost", json!(self.lost)),
+            ("duplicates", json!(self.duplicates)),
+        ]
+    }
+
+    fn cpu(&self) -> Fields {
+        let cores = |f: fn(&Cores) -> f64| json!(self.cores.as_ref().map(|c| round(f(c), 2)));
+        vec![
+            ("broker_cores", cores(|c| c.broker)),
+            ("loadgen_cores", cores(|c| c.loadgen)),
+            ("bench_process_cores", cores(|c| c.process)),
+            ("other_processes_cores", cores(|c| c.others)),
+            ("machine_idle_cores", cores(|c| c.idle)),
+            ("cores_stolen", cores(|c| c.stolen)),
+        ]
+    }
+
+    fn verdicts(&self) -> Fields {
+        vec![
+            ("verge_vs_mosquitto", json!(self.ratio.map(|r| round(r, 2)))),
+            ("error", json!(self.error)),
+        ]
     }
 }
 
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k", r / 1e3)
-    } else {
-        format!("{r:.0}")
-    }
-}
-
-/// The median of `runs` by `key`, with every run's key (sorted) for the notes.
-fn median<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> (T, String) {
-    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    let keys: Vec<String> = runs.iter().map(|r| fmt_rate(key(r))).collect();
-    let middle = runs.len() / 2;
-    let run = runs.swap_remove(middle);
-    (run, keys.join(", "))
-}
+/// One line of the table (and of the JSON); `messages` are those received in the window.
+type Row = report::Row<PerBroker>;
 
 #[derive(Clone, Copy, Debug)]
 struct Scenario {
@@ -1122,10 +968,7 @@ const SCENARIOS: [Scenario; 4] = [
 ];
 
 fn scenario_row(lg: &Runtime, side: &Side, scenario: Scenario, run_ids: &mut u64) -> Row {
-    let pace: f64 = std::env::var("VERGE_BENCH_PACE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(PACE);
+    let pace = fixed_pace().unwrap_or(PACE);
     let plan = |run| Plan {
         qos: scenario.qos,
         pace: scenario.latency.then_some(pace),
@@ -1137,7 +980,11 @@ fn scenario_row(lg: &Runtime, side: &Side, scenario: Scenario, run_ids: &mut u64
     let mut done = Vec::new();
     let mut row = Row {
         scenario: scenario.name.into(),
-        broker: side.broker,
+        unit: "msg/s",
+        extra: PerBroker {
+            broker: side.broker,
+            ..PerBroker::default()
+        },
         ..Row::default()
     };
     for _ in 0..runs {
@@ -1146,12 +993,12 @@ fn scenario_row(lg: &Runtime, side: &Side, scenario: Scenario, run_ids: &mut u64
             Ok(run) => done.push(run),
             Err(e) => {
                 eprintln!("{}/{}: {e}", scenario.name, side.broker);
-                row.error = Some(e);
+                row.extra.error = Some(e);
             }
         }
     }
     if done.is_empty() {
-        row.notes = format!("failed: {}", row.error.clone().unwrap_or_default());
+        row.notes = format!("failed: {}", row.extra.error.clone().unwrap_or_default());
         return row;
     }
     let (mut run, rates) = median(done, Run::rate);
@@ -1162,11 +1009,11 @@ fn scenario_row(lg: &Runtime, side: &Side, scenario: Scenario, run_ids: &mut u64
     row.messages = run.seen.in_window;
     row.seconds = run.window;
     row.rate = run.rate();
-    row.sent = run.sent;
-    row.lost = run.lost();
-    row.duplicates = run.seen.duplicates;
+    row.extra.sent = run.sent;
+    row.extra.lost = run.lost();
+    row.extra.duplicates = run.seen.duplicates;
     row.latency = Pct::of(&mut run.seen.latencies);
-    row.cores = Some(run.watched.cores);
+    row.extra.cores = Some(run.watched.cores);
     let verge = side.broker == "verge";
     let lossless = run.lost() == 0 && run.seen.duplicates == 0;
     match (scenario.latency, scenario.qos) {
@@ -1242,13 +1089,10 @@ fn scenario_row(lg: &Runtime, side: &Side, scenario: Scenario, run_ids: &mut u64
         run.watched.cores.idle
     ));
     if !run.watched.workers.is_empty() {
-        let shares: Vec<String> = run
-            .watched
-            .workers
-            .iter()
-            .map(|s| format!("{:.0}%", s * 100.0))
-            .collect();
-        notes.push(format!("broker workers busy {}", shares.join("/")));
+        notes.push(format!(
+            "broker workers busy {}",
+            percentages(&run.watched.workers)
+        ));
     }
     if let Some(q) = run.watched.queue_avg {
         notes.push(format!(
@@ -1281,38 +1125,28 @@ fn print_table(rows: &[Row]) {
         "pass",
         "vs mosq"
     );
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     for r in rows {
-        let pass = match r.pass {
-            Some(true) => "PASS",
-            Some(false) => "FAIL",
-            None => "-",
-        };
         println!(
             "{:<13} {:<9} {:>9} {:>5.2} {:>13} {:>8} {:>8} {:>8} {:>9} {:>4} {:<17} {:<4} {:>7}",
             r.scenario,
-            r.broker,
+            r.extra.broker,
             r.messages,
             r.seconds,
-            format!("{} msg/s", fmt_rate(r.rate)),
-            r.lost,
-            opt(r.latency.map(|l| l.p50)),
-            opt(r.latency.map(|l| l.p99)),
-            opt(r.latency.map(|l| l.max)),
-            r.cores
-                .map_or_else(|| "-".to_owned(), |c| format!("{:.2}", c.broker)),
+            r.rate_cell(),
+            r.extra.lost,
+            or_dash(r.latency.map(|l| l.p50), 0),
+            or_dash(r.latency.map(|l| l.p99), 0),
+            or_dash(r.latency.map(|l| l.max), 0),
+            or_dash(r.extra.cores.map(|c| c.broker), 2),
             r.goal,
-            pass,
-            r.ratio
+            r.pass_cell(),
+            r.extra
+                .ratio
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
         );
-        let stolen = r
-            .cores
-            .filter(|c| c.stolen >= 0.05)
-            .map_or_else(String::new, |c| {
-                format!(" [hypervisor stole {:.2} cores]", c.stolen)
-            });
+        let stolen = stolen_note(r.extra.cores.map(|c| c.stolen));
         let others = r
+            .extra
             .cores
             .filter(|c| c.others >= 0.1)
             .map_or_else(String::new, |c| {
@@ -1327,13 +1161,8 @@ fn print_table(rows: &[Row]) {
 
 fn main() {
     epoch();
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let filter =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    let (cpus, model) = machine();
+    let filter = Filter::from_args();
+    let machine = Machine::this();
     let broker_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(BROKER_THREADS)
@@ -1376,7 +1205,7 @@ fn main() {
         .collect::<Vec<_>>()
         .join(" ");
     println!(
-        "machine: {cpus} cpus, {model}, load average {loadavg}; Verge broker on a 2-worker tokio runtime, load generator on another 2-worker runtime + a publisher thread; {mosquitto_version}"
+        "machine: {machine}, load average {loadavg}; Verge broker on a 2-worker tokio runtime, load generator on another 2-worker runtime + a publisher thread; {mosquitto_version}"
     );
     let sides: Vec<&Side> = std::iter::once(&verge).chain(mosquitto.as_ref()).collect();
     let mut rows: Vec<Row> = Vec::new();
@@ -1384,23 +1213,23 @@ fn main() {
     for scenario in SCENARIOS {
         let mut these: Vec<Row> = Vec::new();
         for side in &sides {
-            if !filter(&format!("{}/{}", scenario.name, side.broker)) {
+            if !filter.matches(&format!("{}/{}", scenario.name, side.broker)) {
                 continue;
             }
             let row = scenario_row(&loadgen, side, scenario, &mut run_ids);
             println!(
                 "{}/{}: {} msg/s, lost {}, p99 {} µs",
                 row.scenario,
-                row.broker,
+                row.extra.broker,
                 fmt_rate(row.rate),
-                row.lost,
+                row.extra.lost,
                 row.latency.map_or(f64::NAN, |l| l.p99).round()
             );
             these.push(row);
         }
         let mosquitto_row = these
             .iter()
-            .find(|r| r.broker == "mosquitto" && r.error.is_none());
+            .find(|r| r.extra.broker == "mosquitto" && r.extra.error.is_none());
         let reference = mosquitto_row.map(|m| {
             if scenario.latency {
                 m.latency.map_or(f64::NAN, |l| l.p99)
@@ -1409,41 +1238,26 @@ fn main() {
             }
         });
         if let Some(reference) = reference {
-            for r in these.iter_mut().filter(|r| r.broker == "verge") {
+            for r in these.iter_mut().filter(|r| r.extra.broker == "verge") {
                 let mine = if scenario.latency {
                     r.latency.map_or(f64::NAN, |l| l.p99)
                 } else {
                     r.rate
                 };
-                r.ratio = Some(mine / reference);
+                r.extra.ratio = Some(mine / reference);
             }
         }
         rows.extend(these);
     }
     print_table(&rows);
     let report = json!({
-        "machine": {
-            "cpus": cpus,
-            "model": model,
-            "load_average_at_start": loadavg,
-        },
+        "machine": machine.json(vec![("load_average_at_start", json!(loadavg))]),
         "mosquitto": mosquitto_version,
         "body_bytes": BODY,
         "qos1_window": WINDOW,
         "scenarios": rows.iter().map(Row::json).collect::<Vec<_>>(),
     });
-    let out = verge_tests::target_dir().join("bench");
-    let path = out.join("mqtt.json");
-    let written = std::fs::create_dir_all(&out).and_then(|()| {
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
-        )
-    });
-    match written {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    write_json("mqtt", &report);
     drop(mosquitto_process);
     drop(loadgen);
     drop(broker_runtime);

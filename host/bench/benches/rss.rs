@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use verge_bench::report::write_json;
+
 const GOAL_MB: f64 = 20.0;
 
 fn cargo() -> Command {
@@ -165,10 +167,5 @@ fn main() {
         "first_start": {"steady_mb": cold.steady_mb, "anon_mb": cold.anon_mb, "file_mb": cold.file_mb, "peak_mb": cold.peak_mb, "start_s": cold.start_s},
         "next_starts": {"steady_mb": warm.steady_mb, "anon_mb": warm.anon_mb, "file_mb": warm.file_mb, "peak_mb": warm.peak_mb, "start_s": warm.start_s},
     });
-    let out = verge_tests::target_dir().join("bench");
-    let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(
-        out.join("rss.json"),
-        serde_json::to_vec_pretty(&json).unwrap(),
-    );
+    write_json("rss", &json);
 }
