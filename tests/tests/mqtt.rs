@@ -476,3 +476,23 @@ fn deliveries_not_acknowledged_come_again_after_a_reconnect() {
         "redeliveries carry the DUP flag"
     );
 }
+
+#[test]
+fn a_connection_ends_when_its_sas_token_does() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let daemon = Daemon::start("mqtt-expiry", &mqtt::config(&ip, plain), None);
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let user = format!("{ip}/leaf1/?{API}");
+    // Expired 296 s ago: still inside the 300 s clock skew, so accepted, for about 4 s more.
+    let started = std::time::Instant::now();
+    let mut client = RawClient::connect(plain, "leaf1", &user, &mqtt::token(&leaf, -296));
+    assert!(closed_by_server(&mut client.stream), "{}", daemon.log());
+    let lasted = started.elapsed();
+    assert!(lasted >= Duration::from_secs(2), "closed after {lasted:?}");
+    assert!(
+        daemon.log().contains("its SAS token expired"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_rustls::rustls::pki_types::CertificateDer;
+use verge_identity::sas::MAX_CLOCK_SKEW_SECS;
 use verge_identity::{AuthError, Registry};
 use verge_message::Identity;
 use verge_tls::ClientAuth;
@@ -27,8 +28,12 @@ pub struct Credentials<'a> {
 /// How a client proved its identity (`connectionAuthMethod`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
-    /// A SAS token signed with the identity's key.
-    Sas,
+    /// A SAS token signed with the identity's key; the connection may last until `valid_until`
+    /// (Unix seconds: the token's expiry plus the allowed clock skew), as IoT Hub's does.
+    Sas {
+        /// When the session must end.
+        valid_until: u64,
+    },
     /// A client certificate whose thumbprint is registered.
     X509Thumbprint,
     /// A client certificate chained to a trusted CA, with CN = the device id.
@@ -39,7 +44,7 @@ impl AuthMethod {
     /// The name IoT Hub uses.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Sas => "sasToken",
+            Self::Sas { .. } => "sasToken",
             Self::X509Thumbprint => "selfSigned",
             Self::X509Ca => "certificateAuthority",
         }
@@ -134,7 +139,14 @@ impl Authenticator for RegistryAuthenticator {
                     .map_or(0, |d| d.as_secs());
                 self.registry
                     .authenticate_sas(credentials.identity, token, now)
-                    .map(|_| AuthMethod::Sas)
+                    .map(|method| match method {
+                        verge_identity::AuthMethod::Sas { expiry, .. } => AuthMethod::Sas {
+                            valid_until: expiry.saturating_add(MAX_CLOCK_SKEW_SECS),
+                        },
+                        _ => AuthMethod::Sas {
+                            valid_until: u64::MAX,
+                        },
+                    })
                     .map_err(refusal)
             }
             None => self.certificate(credentials.identity, credentials.certificates),

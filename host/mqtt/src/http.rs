@@ -534,7 +534,9 @@ mod tests {
     impl Authenticator for OneToken {
         fn authenticate(&self, c: &Credentials<'_>) -> Result<crate::AuthMethod, Refused> {
             if *c.identity == self.0 && c.password == Some(self.1) {
-                Ok(crate::AuthMethod::Sas)
+                Ok(crate::AuthMethod::Sas {
+                    valid_until: u64::MAX,
+                })
             } else {
                 Err(Refused::BadCredentials("no".into()))
             }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::pending;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use serde_json::Value;
@@ -28,7 +28,7 @@ use verge_hub::{Commit, Consumer, Entry, MethodCall, MethodListener, MethodRespo
 use verge_message::{Identity, Message, Text, system};
 use verge_twin::DesiredWatch;
 
-use crate::auth::Credentials;
+use crate::auth::{AuthMethod, Credentials};
 use crate::codec::{self, Delivery, Packet, QoS};
 use crate::dialect::{self, PublishTopic, Subscription};
 use crate::stats::{add, bump};
@@ -45,6 +45,8 @@ pub(crate) enum End {
     TakenOver,
     #[error("keep-alive expired")]
     KeepAlive,
+    #[error("its SAS token expired")]
+    TokenExpired,
     #[error("no CONNECT within {0:?}")]
     ConnectTimeout(Duration),
     #[error("malformed packet: {0}")]
@@ -124,8 +126,8 @@ where
             return;
         }
     };
-    let identity = match admit(&broker, &connect, &certificates) {
-        Ok(identity) => identity,
+    let (identity, method) = match admit(&broker, &connect, &certificates) {
+        Ok(admitted) => admitted,
         Err((code, why)) => {
             bump(&broker.counters.connections_refused);
             info!(%peer, client = %connect.client_id, "connection refused: {why}");
@@ -150,7 +152,18 @@ where
     };
     info!(%peer, client = %identity, "connected");
     let mut session = Session::new(Arc::clone(&broker), identity.clone());
-    let end = session.serve(&mut wire, keep_alive, &slot.kick).await;
+    let expires = match method {
+        AuthMethod::Sas { valid_until } => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Some(Instant::now() + Duration::from_secs(valid_until.saturating_sub(now)))
+        }
+        _ => None,
+    };
+    let end = session
+        .serve(&mut wire, keep_alive, expires, &slot.kick)
+        .await;
     broker
         .counters
         .connected
@@ -172,7 +185,7 @@ fn admit(
     broker: &Broker,
     connect: &mqttbytes::v4::Connect,
     certificates: &[Vec<u8>],
-) -> Result<Identity, (u8, String)> {
+) -> Result<(Identity, AuthMethod), (u8, String)> {
     if connect.protocol != mqttbytes::Protocol::V4 {
         return Err((1, "only MQTT 3.1.1 is spoken here".into()));
     }
@@ -197,7 +210,7 @@ fn admit(
         certificates,
     };
     match broker.auth.authenticate(&credentials) {
-        Ok(_method) => Ok(identity),
+        Ok(method) => Ok((identity, method)),
         Err(crate::auth::Refused::BadCredentials(why)) => Err((4, why)),
         Err(crate::auth::Refused::NotAuthorised(why)) => Err((5, why)),
     }
@@ -254,8 +267,13 @@ impl Session {
         &mut self,
         wire: &mut Wire<S>,
         keep_alive: Option<Duration>,
+        expires: Option<Instant>,
         kick: &tokio::sync::Notify,
     ) -> End {
+        // MQTT 3.1.1 cannot re-authenticate: a client whose token expires reconnects with a new
+        // one, as IoT Hub makes it do.
+        let expires =
+            expires.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 10));
         let far = Duration::from_secs(86_400 * 365);
         let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
         if let Err(e) = wire.flush().await {
@@ -298,6 +316,7 @@ impl Session {
                     Ok(())
                 }
                 _ = sleep_until(deadline) => Err(End::KeepAlive),
+                _ = sleep_until(expires) => Err(End::TokenExpired),
             };
             if let Err(end) = result {
                 return end;
