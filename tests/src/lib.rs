@@ -8,6 +8,7 @@
 //!   once per test run and returns its component's path.
 //! - [`workspace`] is the repository root.
 //! - [`softhsm`] makes a private SoftHSM2 token (PKCS#11) for key store tests.
+//! - [`Rng`]: a deterministic random generator for the tests that mutate inputs.
 //! - [`mqtt`]: the Python MQTT clients, SAS tokens, loopback addresses for MQTT tests.
 
 use std::collections::HashMap;
@@ -144,4 +145,6 @@ pub fn python_guest(name: &str) -> PathBuf {
 }
 pub mod daemon;
 pub mod mqtt;
+mod rng;
+pub use rng::Rng;
 pub mod softhsm;

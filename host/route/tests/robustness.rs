@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value as Json;
 use verge_message::{Message, system};
 use verge_route::{BodyPath, CompilerFlags, Condition, Evaluation, Route, SourcePattern};
+use verge_tests::Rng;
 
 fn vectors_dir() -> PathBuf {
     verge_tests::conformance_dir()
@@ -43,22 +44,6 @@ fn corpus() -> Vec<String> {
     }
     assert!(out.len() > 700, "corpus too small: {}", out.len());
     out
-}
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 const PIECES: &[&str] = &[
