@@ -133,6 +133,7 @@ fn hub_with(routes: &[String]) -> Arc<Hub> {
     let hub = Hub::new(HubOptions {
         device_id: DEVICE.into(),
         queue_limits: QueueLimits::default(),
+        resident_per_queue: usize::MAX,
     });
     let specs: Vec<RouteSpec> = routes
         .iter()
@@ -296,10 +297,12 @@ async fn hub_run(sinks: usize, duration: Duration, pace: Option<f64>) -> HubRun 
         Some(rate) => {
             let (hub, runtime) = (Arc::clone(&hub), tokio::runtime::Handle::current());
             join(paced(rate, duration, move || {
-                runtime.block_on(hub.commit(Commit {
-                    messages: batch_of(PACED_BATCH),
-                    ack: None,
-                }));
+                runtime
+                    .block_on(hub.commit(Commit {
+                        messages: batch_of(PACED_BATCH),
+                        ack: None,
+                    }))
+                    .expect("an in-memory hub accepts");
             }))
             .await
         }
@@ -314,7 +317,8 @@ async fn hub_run(sinks: usize, duration: Duration, pace: Option<f64>) -> HubRun 
                         messages,
                         ack: None,
                     })
-                    .await;
+                    .await
+                    .expect("an in-memory hub accepts");
                     sent += COMMIT_BATCH as u64;
                 }
                 sent
@@ -691,7 +695,8 @@ async fn wasm_pipeline(
                         messages,
                         ack: None,
                     })
-                    .await;
+                    .await
+                    .expect("an in-memory hub accepts");
                 }
             }))
         }

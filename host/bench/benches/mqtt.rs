@@ -177,10 +177,20 @@ impl Drop for TempDir {
 
 /// Verge's broker on `runtime`, with its registry in `dir`.
 fn start_verge(runtime: &Runtime, dir: &Path) -> Side {
-    let hub = Hub::new(HubOptions {
-        device_id: EDGE.into(),
-        queue_limits: QueueLimits::default(),
-    });
+    // The durable store, as the daemon runs it: PUBACK after the group commit.
+    let (store, recovered) = verge_store::Store::open(
+        &dir.join("messages.redb"),
+        verge_store::StoreOptions::default(),
+    )
+    .expect("open the bench's message store");
+    let hub = Hub::with_store(
+        HubOptions {
+            queue_limits: QueueLimits::default(),
+            ..HubOptions::new(EDGE)
+        },
+        store,
+        &recovered,
+    );
     let route = RouteSpec {
         name: "bench".into(),
         route: "FROM /messages/* INTO BrokeredEndpoint(\"/modules/sub/inputs/in\")".into(),

@@ -13,8 +13,16 @@
 //! Messages are `Arc<Message>`: a message routed to several destinations is one allocation and
 //! one body buffer, shared by every queue and receiver.
 //!
-//! The hub knows nothing of the agent or of how modules run. The durable store comes in behind
-//! [`Hub::commit`] and the queues without changing this surface.
+//! With a durable store ([`Hub::with_store`], [`verge_store`]) a commit's messages, its entries
+//! in every destination queue and the removal of its input are one store batch: [`Hub::submit`]
+//! queues them (in memory at once, so in-process receivers get them without waiting) and returns
+//! a [`Durable`] that resolves when the batch is on disk; [`Hub::commit`] waits for it. Whoever
+//! acknowledges a message to its sender (an MQTT PUBACK) waits for it first; a wasm module's next
+//! input need not, because batches commit in order: a crash loses a suffix of commits, each
+//! with its inputs and outputs together, so an input is either processed with its outputs stored
+//! or offered again, never both.
+//!
+//! The hub knows nothing of the agent or of how modules run.
 
 pub mod config;
 pub mod methods;
@@ -36,7 +44,9 @@ pub use methods::{MethodCall, MethodError, MethodListener, MethodResponse, Metho
 pub use queue::{Ack, Consumer, DEFAULT_LANE, Entry, LANES, Queue, QueueLimits};
 pub use routing::{RouteConfigError, RouteSet, RouteSpec};
 pub use stats::{HubStats, QueueStats};
+pub use verge_store::{Durable, Store, StoreError};
 
+use queue::{Durability, Journal};
 use routing::{Destination, Table};
 use stats::HubCounters;
 
@@ -50,6 +60,24 @@ pub enum Target {
     Upstream,
     /// A module's inputs (`BrokeredEndpoint("/modules/{id}/inputs/…")`).
     Module(Arc<str>),
+}
+
+impl Target {
+    /// Its name in the store.
+    fn store_name(&self) -> String {
+        self.to_string()
+    }
+
+    /// The target a store name names.
+    fn from_store_name(name: &str) -> Option<Self> {
+        match name {
+            "$upstream" => Some(Self::Upstream),
+            _ => name
+                .strip_prefix("modules/")
+                .filter(|m| !m.is_empty())
+                .map(|m| Self::Module(m.into())),
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -97,6 +125,28 @@ pub struct HubOptions {
     pub device_id: String,
     /// Limits of each destination queue.
     pub queue_limits: QueueLimits,
+    /// With a store: entries per queue kept in memory; the rest of a backlog stays on disk.
+    pub resident_per_queue: usize,
+}
+
+impl HubOptions {
+    /// Options with default limits.
+    pub fn new(device_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            queue_limits: QueueLimits::default(),
+            resident_per_queue: 1024,
+        }
+    }
+}
+
+/// What [`Hub::submit`] did: the routing report, and the durability of the commit.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Deliveries queued and messages dropped.
+    pub report: CommitReport,
+    /// Resolves when the commit is on disk (at once without a store).
+    pub durable: Durable,
 }
 
 /// A consumer is already attached to the queue.
@@ -109,6 +159,8 @@ pub struct AlreadyConsumed(pub Target);
 pub struct Hub {
     device_id: Arc<str>,
     limits: QueueLimits,
+    resident: usize,
+    store: Option<Arc<Store>>,
     table: ArcSwap<Table>,
     queues: Mutex<HashMap<Target, Arc<Queue>>>,
     taps: broadcast::Sender<Tapped>,
@@ -117,11 +169,46 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub with no routes.
+    /// A hub with no routes, its queues in memory.
     pub fn new(options: HubOptions) -> Arc<Self> {
+        Self::build(options, None)
+    }
+
+    /// A hub whose queues are kept in `store`, starting with the queues found there.
+    pub fn with_store(
+        options: HubOptions,
+        store: Arc<Store>,
+        recovered: &[verge_store::RecoveredQueue],
+    ) -> Arc<Self> {
+        let hub = Self::build(options, Some(store));
+        let mut queues = hub.queues();
+        for found in recovered {
+            let Some(target) = Target::from_store_name(&found.name) else {
+                tracing::warn!(
+                    queue = found.name,
+                    "stored queue of unknown kind left alone"
+                );
+                continue;
+            };
+            let journal = hub.journal(&target);
+            let Some(journal) = journal else { continue };
+            let queue = Queue::recovered(target.clone(), hub.limits, hub.resident, journal, found);
+            let n: usize = found.lanes.iter().map(|l| l.count).sum();
+            if n > 0 {
+                tracing::info!(queue = %target, messages = n, "queue resumed from the store");
+            }
+            queues.insert(target, Arc::new(queue));
+        }
+        drop(queues);
+        hub
+    }
+
+    fn build(options: HubOptions, store: Option<Arc<Store>>) -> Arc<Self> {
         Arc::new(Self {
             device_id: options.device_id.into(),
             limits: options.queue_limits,
+            resident: options.resident_per_queue,
+            store,
             table: ArcSwap::from_pointee(Table::default()),
             queues: Mutex::new(HashMap::new()),
             taps: broadcast::channel(TAP_BACKLOG).0,
@@ -139,14 +226,31 @@ impl Hub {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn journal(&self, target: &Target) -> Option<Journal> {
+        let store = self.store.as_ref()?;
+        Some(Journal {
+            id: store.queue_id(&target.store_name()),
+            store: Arc::clone(store),
+        })
+    }
+
+    /// The durable store, if the hub has one.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
     /// The queue of `target`, created empty if needed.
     pub fn queue(&self, target: &Target) -> Arc<Queue> {
         let mut queues = self.queues();
-        Arc::clone(
-            queues
-                .entry(target.clone())
-                .or_insert_with(|| Arc::new(Queue::new(target.clone(), self.limits))),
-        )
+        Arc::clone(queues.entry(target.clone()).or_insert_with(|| {
+            let journal = self.journal(target);
+            Arc::new(Queue::new(
+                target.clone(),
+                self.limits,
+                self.resident,
+                journal,
+            ))
+        }))
     }
 
     /// Replace the routes. Messages already queued stay queued.
@@ -191,11 +295,21 @@ impl Hub {
         }
     }
 
-    /// Route and queue the messages of `commit`, all or nothing, then apply its ack.
+    /// Route and queue the messages of `commit`, all or nothing, apply its ack, and wait until
+    /// all of it is durable.
+    pub async fn commit(&self, commit: Commit) -> Result<CommitReport, StoreError> {
+        let submitted = self.submit(commit).await?;
+        submitted.durable.await?;
+        Ok(submitted.report)
+    }
+
+    /// Route and queue the messages of `commit`, all or nothing, then apply its ack; the
+    /// returned [`Durable`] resolves when the commit is on disk.
     ///
     /// Waits while a destination queue is full. Dropping the future before it completes
-    /// queues nothing and acks nothing.
-    pub async fn commit(&self, commit: Commit) -> CommitReport {
+    /// queues nothing and acks nothing. A store that is full refuses the whole commit
+    /// ([`StoreError::Full`]): nothing is queued and the input is not acked.
+    pub async fn submit(&self, commit: Commit) -> Result<Submitted, StoreError> {
         let now = Instant::now();
         let enqueued = SystemTime::now();
         let table = self.table.load();
@@ -204,6 +318,10 @@ impl Hub {
         let mut batches: Vec<(Arc<Queue>, Vec<Entry>)> = Vec::new();
         let tapping = self.taps.receiver_count() > 0;
         let mut taps = Vec::new();
+        let mut durability = Durability {
+            store: self.store.clone(),
+            ..Durability::default()
+        };
         for (index, message) in commit.messages.iter().enumerate() {
             destinations.clear();
             table.destinations(message, now, &mut destinations);
@@ -211,6 +329,19 @@ impl Hub {
                 report.dropped_no_route += 1;
                 continue;
             }
+            let stored = match &self.store {
+                Some(store) => {
+                    let id = store.next_message_id();
+                    durability.reserve += verge_store::codec::encoded_len(message) as u64;
+                    durability.batch.messages.push(verge_store::NewMessage {
+                        id,
+                        refs: u32::try_from(destinations.len()).unwrap_or(u32::MAX),
+                        message: Arc::clone(message),
+                    });
+                    id
+                }
+                None => 0,
+            };
             for Destination {
                 queue,
                 input,
@@ -233,6 +364,7 @@ impl Hub {
                     enqueued,
                     expires,
                     attempts: 0,
+                    stored,
                 };
                 match batches.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
                     Some((_, entries)) => entries.push(entry),
@@ -253,7 +385,10 @@ impl Hub {
             }
         }
         drop(table);
-        queue::admit(batches).await;
+        if let Some(removal) = commit.ack.as_ref().and_then(Ack::stored_key) {
+            durability.batch.removes.push(removal);
+        }
+        let durable = queue::admit(batches, durability).await?;
         if let Some(ack) = commit.ack {
             ack.apply();
         }
@@ -270,7 +405,7 @@ impl Hub {
             // A monitor that went away is not an error.
             let _ = self.taps.send(tap);
         }
-        report
+        Ok(Submitted { report, durable })
     }
 
     /// Follow messages as they enter the upstream queue.

@@ -13,15 +13,26 @@
 //! backpressure. A queue that is empty always admits one batch, so an oversized batch cannot wait
 //! forever. Expired entries (route TTL) are dropped when a consumer reaches them and by
 //! [`Queue::expire`].
+//!
+//! With a durable store ([`Journal`]) every admitted entry is also written to it, in the same
+//! store batch as the rest of its commit, and every ack removes it there. Only the head of each
+//! lane stays in memory (`resident`, up to [`HubOptions::resident_per_queue`] entries per queue);
+//! what arrives beyond that is "spilled": counted, but kept in the store only, and paged back in
+//! ([`Queue::refill`]) when the consumer reaches it. Per lane, memory holds a prefix of the lane
+//! and the store the rest, so a backlog of millions costs disk, not RAM, and a restart simply
+//! starts with everything spilled.
+//!
+//! [`HubOptions::resident_per_queue`]: crate::HubOptions::resident_per_queue
 
 use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use verge_message::Message;
+use verge_store::{Batch, Durable, EntryKey, EntryMeta, QueueId, Store, StoreError, unix_ms};
 
 use crate::{Target, stats::QueueStats};
 
@@ -42,8 +53,8 @@ pub struct QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         Self {
-            max_messages: 10_000,
-            max_bytes: 64 * 1024 * 1024,
+            max_messages: 10_000_000,
+            max_bytes: 4 << 30,
         }
     }
 }
@@ -65,6 +76,8 @@ pub struct Entry {
     pub expires: Option<Instant>,
     /// Times it was handed to a consumer before.
     pub attempts: u32,
+    /// Its message's id in the durable store (0 without one).
+    pub stored: u64,
 }
 
 impl Entry {
@@ -131,9 +144,25 @@ impl InFlight {
     }
 }
 
+/// Entries of a lane that are in the store only.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spill {
+    /// How many.
+    count: usize,
+    /// The oldest one's position; every resident or in-flight entry of the lane is older.
+    from: u64,
+}
+
+/// An entry that left a queue without being delivered, to remove from the store: (lane, seq,
+/// stored message).
+type Gone = (u8, u64, u64);
+
 #[derive(Debug, Default)]
 struct State {
     lanes: [VecDeque<Entry>; LANES],
+    spilled: [Spill; LANES],
+    /// Entries in `lanes`.
+    resident: usize,
     in_flight: InFlight,
     messages: usize,
     bytes: usize,
@@ -143,6 +172,10 @@ struct State {
     /// The smallest batch (messages, bytes) a producer waits to admit, if one waits: acks wake
     /// producers only once that much room is free, not on every ack.
     waiting: Option<(usize, usize)>,
+}
+
+fn lane_index(lane: u8) -> usize {
+    usize::from(lane).min(LANES - 1)
 }
 
 impl State {
@@ -172,14 +205,29 @@ impl State {
         }
     }
 
-    fn push(&mut self, mut entry: Entry) {
-        entry.seq = self.next_seq;
-        self.next_seq += 1;
+    /// Admit `entry` (its `seq` already assigned): resident if its lane has nothing spilled and
+    /// there is room in memory, else spilled (the store has it; memory forgets it).
+    fn place(&mut self, entry: Entry, resident_max: usize) {
         self.messages += 1;
         self.bytes += entry.size();
         self.stats.enqueued += 1;
-        let lane = usize::from(entry.lane).min(LANES - 1);
-        self.lanes[lane].push_back(entry);
+        let lane = lane_index(entry.lane);
+        let spill = &mut self.spilled[lane];
+        if spill.count > 0 || self.resident >= resident_max {
+            if spill.count == 0 {
+                spill.from = entry.seq;
+            }
+            spill.count += 1;
+        } else {
+            self.lanes[lane].push_back(entry);
+            self.resident += 1;
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     fn forget(&mut self, entry: &Entry) {
@@ -189,23 +237,39 @@ impl State {
 
     /// Put an entry back at its place in its lane (lanes are sorted by `seq`).
     fn put_back(&mut self, entry: Entry) {
-        let lane = &mut self.lanes[usize::from(entry.lane).min(LANES - 1)];
+        let lane = &mut self.lanes[lane_index(entry.lane)];
         let at = lane.partition_point(|e| e.seq < entry.seq);
         lane.insert(at, entry);
+        self.resident += 1;
     }
 
-    /// Take up to `max` live entries, highest lane first, dropping expired ones on the way.
-    fn take(&mut self, max: usize, now: Instant, out: &mut Vec<Entry>) -> usize {
-        let mut expired = 0;
+    /// Take up to `max` live entries, highest lane first, dropping expired ones on the way (into
+    /// `gone`). Stops early at a lane whose resident head is used up while it has spilled
+    /// entries, and returns that lane: it must be refilled before anything of lower priority
+    /// goes.
+    fn take(
+        &mut self,
+        max: usize,
+        now: Instant,
+        out: &mut Vec<Entry>,
+        gone: &mut Vec<Gone>,
+    ) -> Option<usize> {
         let mut taken = 0;
+        let mut refill = None;
         'lanes: for lane in 0..LANES {
             while taken < max {
                 let Some(entry) = self.lanes[lane].pop_front() else {
+                    if self.spilled[lane].count > 0 {
+                        refill = Some(lane);
+                        break 'lanes;
+                    }
                     continue 'lanes;
                 };
+                self.resident -= 1;
                 if entry.expires.is_some_and(|t| t <= now) {
                     self.forget(&entry);
-                    expired += 1;
+                    self.stats.expired += 1;
+                    gone.push((entry.lane, entry.seq, entry.stored));
                     continue;
                 }
                 self.in_flight.insert(entry.clone());
@@ -214,17 +278,57 @@ impl State {
             }
             break;
         }
-        self.stats.expired += expired;
-        expired as usize
+        refill
     }
 }
+
+/// A queue's place in the durable store.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    pub store: Arc<Store>,
+    pub id: QueueId,
+}
+
+impl Journal {
+    fn key(&self, lane: u8, seq: u64) -> EntryKey {
+        EntryKey {
+            queue: self.id,
+            lane,
+            seq,
+        }
+    }
+
+    /// Remove entries that left without delivery (expired) from the store.
+    fn remove(&self, gone: Vec<Gone>) {
+        if gone.is_empty() {
+            return;
+        }
+        let removes = gone
+            .into_iter()
+            .map(|(lane, seq, stored)| (self.key(lane, seq), stored))
+            .collect();
+        // Fire and forget: the removal commits in order after the entries' insertion.
+        drop(self.store.submit(Batch {
+            removes,
+            ..Batch::default()
+        }));
+    }
+}
+
+/// Entries read back from the store at most per refill.
+const REFILL: usize = 256;
 
 /// A destination's queue.
 #[derive(Debug)]
 pub struct Queue {
     target: Target,
     limits: QueueLimits,
+    resident_max: usize,
+    journal: Option<Journal>,
     state: Mutex<State>,
+    /// Held while moving entries between the store and memory (refills, sweeps of spilled
+    /// entries), so that two of them never read the same entries.
+    tail: Mutex<()>,
     readable: Notify,
     writable: Notify,
 }
@@ -232,14 +336,49 @@ pub struct Queue {
 static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
 
 impl Queue {
-    pub(crate) fn new(target: Target, limits: QueueLimits) -> Self {
+    pub(crate) fn new(
+        target: Target,
+        limits: QueueLimits,
+        resident_max: usize,
+        journal: Option<Journal>,
+    ) -> Self {
         Self {
             target,
             limits,
+            resident_max: if journal.is_some() {
+                resident_max.max(1)
+            } else {
+                usize::MAX
+            },
+            journal,
             state: Mutex::new(State::default()),
+            tail: Mutex::new(()),
             readable: Notify::new(),
             writable: Notify::new(),
         }
+    }
+
+    /// A queue recovered from the store: everything starts spilled and pages in as consumed.
+    pub(crate) fn recovered(
+        target: Target,
+        limits: QueueLimits,
+        resident_max: usize,
+        journal: Journal,
+        found: &verge_store::RecoveredQueue,
+    ) -> Self {
+        let queue = Self::new(target, limits, resident_max, Some(journal));
+        {
+            let mut state = queue.lock();
+            state.next_seq = found.next_seq;
+            for lane in &found.lanes {
+                let spill = &mut state.spilled[lane_index(lane.lane)];
+                spill.count = lane.count;
+                spill.from = lane.first_seq;
+                state.messages += lane.count;
+                state.bytes += usize::try_from(lane.bytes).unwrap_or(usize::MAX);
+            }
+        }
+        queue
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -248,20 +387,25 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_tail(&self) -> MutexGuard<'_, ()> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The destination this queue serves.
     pub fn target(&self) -> &Target {
         &self.target
     }
 
-    /// Messages queued plus in flight, per lane (in-flight entries count in their lane).
+    /// Messages queued plus in flight, per lane (in-flight and spilled entries count in their
+    /// lane).
     pub fn lengths(&self) -> [usize; LANES] {
         let state = self.lock();
         let mut lengths = [0; LANES];
         for (i, lane) in state.lanes.iter().enumerate() {
-            lengths[i] = lane.len();
+            lengths[i] = lane.len() + state.spilled[i].count;
         }
         for entry in state.in_flight.values() {
-            lengths[usize::from(entry.lane).min(LANES - 1)] += 1;
+            lengths[lane_index(entry.lane)] += 1;
         }
         lengths
     }
@@ -276,38 +420,149 @@ impl Queue {
         }
     }
 
-    /// Copies of the waiting entries (not in flight), in delivery order.
+    /// Copies of the waiting entries held in memory (not in flight, not spilled), in delivery
+    /// order.
     pub fn snapshot(&self) -> Vec<Entry> {
         let state = self.lock();
         state.lanes.iter().flatten().cloned().collect()
     }
 
-    /// Drop every expired entry; returns how many.
+    /// Drop every expired entry in memory, and the expired head of every spilled lane; returns
+    /// how many.
     pub fn expire(&self, now: Instant) -> usize {
+        let mut gone = Vec::new();
         let mut state = self.lock();
-        let mut expired = 0;
-        let mut freed = Vec::new();
+        let mut freed = 0;
         for lane in &mut state.lanes {
             lane.retain(|e| {
                 let dead = e.expires.is_some_and(|t| t <= now);
                 if dead {
-                    freed.push(e.size());
-                    expired += 1;
+                    freed += e.size();
+                    gone.push((e.lane, e.seq, e.stored));
                 }
                 !dead
             });
         }
+        let expired = gone.len();
+        state.resident -= expired;
         state.messages -= expired;
-        state.bytes -= freed.iter().sum::<usize>();
+        state.bytes -= freed;
         state.stats.expired += expired as u64;
-        if expired > 0 {
-            state.waiting = None;
-        }
         drop(state);
+        if let Some(journal) = &self.journal {
+            journal.remove(gone);
+        }
+        let expired = expired + self.expire_spilled();
         if expired > 0 {
+            self.lock().waiting = None;
             self.writable.notify_waiters();
         }
         expired
+    }
+
+    /// Drop the expired entries at the head of each spilled lane (up to the first live one).
+    fn expire_spilled(&self) -> usize {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let _tail = self.lock_tail();
+        let now_ms = unix_ms(SystemTime::now());
+        let mut total = 0;
+        for lane in 0..LANES {
+            let spill = self.lock().spilled[lane];
+            if spill.count == 0 {
+                continue;
+            }
+            let from = journal.key(lane as u8, spill.from);
+            let head = match journal.store.expired_head(from, spill.count, now_ms) {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::error!(queue = %self.target, error = %e, "reading the store failed");
+                    continue;
+                }
+            };
+            let Some((last, _)) = head.last() else {
+                continue;
+            };
+            let mut state = self.lock();
+            let spill = &mut state.spilled[lane];
+            spill.count -= head.len();
+            spill.from = last.seq + 1;
+            state.messages -= head.len();
+            state.bytes -= head.iter().map(|(_, m)| m.size as usize).sum::<usize>();
+            state.stats.expired += head.len() as u64;
+            drop(state);
+            total += head.len();
+            journal.remove(
+                head.into_iter()
+                    .map(|(k, m)| (k.lane, k.seq, m.message))
+                    .collect(),
+            );
+        }
+        total
+    }
+
+    /// Page spilled entries of `lane` back into memory; returns how many came back (0 if none
+    /// is committed yet).
+    fn refill(&self, lane: usize) -> usize {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let _tail = self.lock_tail();
+        let spill = self.lock().spilled[lane];
+        if spill.count == 0 {
+            return 0;
+        }
+        let now = Instant::now();
+        let now_ms = unix_ms(SystemTime::now());
+        let from = journal.key(lane as u8, spill.from);
+        let read = match journal
+            .store
+            .read_lane(from, spill.count.min(REFILL), now_ms)
+        {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(queue = %self.target, error = %e, "reading the store failed");
+                return 0;
+            }
+        };
+        let mut gone = Vec::new();
+        let mut state = self.lock();
+        let mut back = 0;
+        for stored in read {
+            let spill = &mut state.spilled[lane];
+            spill.count -= 1;
+            spill.from = stored.key.seq + 1;
+            let meta = stored.meta;
+            let Some(message) = stored.message else {
+                state.messages -= 1;
+                state.bytes -= meta.size as usize;
+                state.stats.expired += 1;
+                gone.push((stored.key.lane, stored.key.seq, meta.message));
+                continue;
+            };
+            let entry = Entry {
+                seq: stored.key.seq,
+                message: Arc::new(message),
+                input: meta.input,
+                lane: stored.key.lane,
+                enqueued: SystemTime::UNIX_EPOCH + Duration::from_millis(meta.enqueued_ms),
+                expires: (meta.expires_ms != 0)
+                    .then(|| now + Duration::from_millis(meta.expires_ms.saturating_sub(now_ms))),
+                attempts: 0,
+                stored: meta.message,
+            };
+            state.lanes[lane].push_back(entry);
+            state.resident += 1;
+            back += 1;
+        }
+        let expired = !gone.is_empty();
+        drop(state);
+        journal.remove(gone);
+        if expired {
+            self.writable.notify_waiters();
+        }
+        back
     }
 
     /// Attach the (single) consumer. Fails if one is attached.
@@ -322,22 +577,33 @@ impl Queue {
             queue: Arc::clone(self),
             id,
             one: Vec::with_capacity(1),
+            commits: self.journal.as_ref().map(|j| j.store.commits()),
         })
     }
 
-    fn ack(&self, seq: u64) -> bool {
+    /// Take `seq` out of flight as delivered; the store removal is the caller's.
+    fn settle(&self, seq: u64) -> Option<Entry> {
         let mut state = self.lock();
-        let Some(entry) = state.in_flight.remove(seq) else {
-            return false;
-        };
+        let entry = state.in_flight.remove(seq)?;
         state.forget(&entry);
         state.stats.delivered += 1;
         let wake = state.room_for_waiter(&self.limits);
         drop(state);
-        // The entry (its message) is dropped outside the lock.
-        drop(entry);
         if wake {
             self.writable.notify_waiters();
+        }
+        Some(entry)
+    }
+
+    fn ack(&self, seq: u64) -> bool {
+        let Some(entry) = self.settle(seq) else {
+            return false;
+        };
+        if let Some(journal) = &self.journal {
+            drop(journal.store.submit(Batch {
+                removes: vec![(journal.key(entry.lane, entry.seq), entry.stored)],
+                ..Batch::default()
+            }));
         }
         true
     }
@@ -354,6 +620,14 @@ impl Queue {
         self.readable.notify_one();
         true
     }
+
+    /// The store key and message of in-flight entry `seq`.
+    fn stored_key(&self, seq: u64) -> Option<(EntryKey, u64)> {
+        let journal = self.journal.as_ref()?;
+        let state = self.lock();
+        let entry = state.in_flight.values().find(|e| e.seq == seq)?;
+        Some((journal.key(entry.lane, entry.seq), entry.stored))
+    }
 }
 
 /// The consumer attached to a queue: takes entries and acks or nacks them.
@@ -365,6 +639,8 @@ pub struct Consumer {
     id: u64,
     /// [`Consumer::next`]'s buffer, kept so that taking one entry allocates nothing.
     one: Vec<Entry>,
+    /// The store's commits, to wait on while spilled entries are not committed yet.
+    commits: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Consumer {
@@ -375,17 +651,36 @@ impl Consumer {
 
     /// Take up to `max` entries without waiting; returns how many were taken.
     pub fn try_take(&mut self, max: usize, out: &mut Vec<Entry>) -> usize {
-        let mut state = self.queue.lock();
+        self.take_now(max, out).0
+    }
+
+    /// Take what is there; also says whether spilled entries wait for a commit to be readable.
+    fn take_now(&mut self, max: usize, out: &mut Vec<Entry>) -> (usize, bool) {
         let before = out.len();
-        let expired = state.take(max, Instant::now(), out);
-        if expired > 0 {
-            state.waiting = None;
+        let mut gone = Vec::new();
+        loop {
+            let mut state = self.queue.lock();
+            let refill = state.take(max - (out.len() - before), Instant::now(), out, &mut gone);
+            if !gone.is_empty() {
+                state.waiting = None;
+            }
+            drop(state);
+            if !gone.is_empty() {
+                if let Some(journal) = &self.queue.journal {
+                    journal.remove(std::mem::take(&mut gone));
+                }
+                gone.clear();
+                self.queue.writable.notify_waiters();
+            }
+            match refill {
+                Some(lane) if out.len() - before < max => {
+                    if self.queue.refill(lane) == 0 {
+                        return (out.len() - before, true);
+                    }
+                }
+                _ => return (out.len() - before, false),
+            }
         }
-        drop(state);
-        if expired > 0 {
-            self.queue.writable.notify_waiters();
-        }
-        out.len() - before
     }
 
     /// Wait for at least one entry and take up to `max`.
@@ -394,11 +689,22 @@ impl Consumer {
         loop {
             let mut readable = pin!(queue.readable.notified());
             readable.as_mut().enable();
-            let taken = self.try_take(max, out);
+            if let Some(commits) = &mut self.commits {
+                commits.mark_unchanged();
+            }
+            let (taken, uncommitted) = self.take_now(max, out);
             if taken > 0 {
                 return taken;
             }
-            readable.await;
+            match (&mut self.commits, uncommitted) {
+                (Some(commits), true) => {
+                    tokio::select! {
+                        _ = readable => {}
+                        _ = commits.changed() => {}
+                    }
+                }
+                _ => readable.await,
+            }
         }
     }
 
@@ -424,7 +730,8 @@ impl Consumer {
         self.queue.nack(seq)
     }
 
-    /// A token that acks `seq` when the commit that carries it lands.
+    /// A token that acks `seq` when the commit that carries it lands: in the same store batch as
+    /// the messages of that commit.
     pub fn ack_token(&self, seq: u64) -> Ack {
         Ack {
             queue: Arc::clone(&self.queue),
@@ -460,48 +767,82 @@ pub struct Ack {
 }
 
 impl Ack {
+    /// The position of the entry it acks.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its removal from the store, to commit with the outputs.
+    pub(crate) fn stored_key(&self) -> Option<(EntryKey, u64)> {
+        self.queue.stored_key(self.seq)
+    }
+
+    /// Settle it in memory (its store removal went with the commit).
     pub(crate) fn apply(self) -> bool {
-        self.queue.ack(self.seq)
+        self.queue.settle(self.seq).is_some()
     }
 }
 
-/// Admit every batch into its queue, all or none, waiting while any queue is full.
+/// Where admitted entries go besides memory: the store batch of their commit.
+#[derive(Debug, Default)]
+pub(crate) struct Durability {
+    /// The batch, with the commit's messages (and its ack's removal) already in it.
+    pub batch: Batch,
+    /// Bytes its messages take in the store, reserved at admission.
+    pub reserve: u64,
+    /// The store, if the hub has one.
+    pub store: Option<Arc<Store>>,
+}
+
+impl Durability {
+    /// Reserve the room, add each entry's insertion, submit. Called with every destination
+    /// queue locked, so the insertions reach the writer before anyone can take (and ack) them.
+    fn submit(
+        &mut self,
+        queues: &[&Queue],
+        entries: &[&[Entry]],
+    ) -> Result<Option<Durable>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        store.reserve(self.reserve)?;
+        let now = Instant::now();
+        let now_ms = unix_ms(SystemTime::now());
+        for (queue, entries) in queues.iter().zip(entries) {
+            let Some(journal) = &queue.journal else {
+                continue;
+            };
+            for e in entries.iter() {
+                let meta = EntryMeta {
+                    message: e.stored,
+                    size: u32::try_from(e.size()).unwrap_or(u32::MAX),
+                    enqueued_ms: unix_ms(e.enqueued),
+                    expires_ms: e.expires.map_or(0, |t| {
+                        let left = t.saturating_duration_since(now).as_millis();
+                        (now_ms + u64::try_from(left).unwrap_or(u64::MAX / 2)).max(1)
+                    }),
+                    input: e.input.clone(),
+                };
+                self.batch.inserts.push((journal.key(e.lane, e.seq), meta));
+            }
+        }
+        Ok(Some(store.submit(std::mem::take(&mut self.batch))))
+    }
+}
+
+/// Admit every batch into its queue, all or none, waiting while any queue is full; with a store,
+/// also submit the commit's store batch. Returns what resolves when that batch is durable.
 ///
 /// Dropping the returned future before it completes admits nothing.
-pub(crate) async fn admit(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
-    if batches.len() > 1 {
-        return admit_all(batches).await;
+pub(crate) async fn admit(
+    mut batches: Vec<(Arc<Queue>, Vec<Entry>)>,
+    mut durability: Durability,
+) -> Result<Durable, StoreError> {
+    if batches.is_empty() {
+        return Ok(durability
+            .submit(&[], &[])?
+            .unwrap_or_else(|| Durable::ready(Ok(()))));
     }
-    // One destination (the common case): no lock ordering, no bookkeeping.
-    let Some((queue, mut entries)) = batches.pop() else {
-        return;
-    };
-    let (messages, bytes) = (entries.len(), entries.iter().map(Entry::size).sum());
-    loop {
-        let room = {
-            let mut guard = queue.lock();
-            if guard.has_room(&queue.limits, messages, bytes) {
-                for entry in entries.drain(..) {
-                    guard.push(entry);
-                }
-                drop(guard);
-                queue.readable.notify_one();
-                return;
-            }
-            // Register for "room made" while still holding the lock, so an ack between
-            // unlocking and waiting cannot be missed.
-            let mut room = Box::pin(queue.writable.notified());
-            room.as_mut().enable();
-            guard.wait_for(messages, bytes);
-            tracing::trace!(target = %queue.target, "queue full, waiting for room");
-            room
-        };
-        room.await;
-    }
-}
-
-/// [`admit`] into several queues.
-async fn admit_all(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
     // One lock order for every producer: by address.
     batches.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
     let (queues, mut entries): (Vec<Arc<Queue>>, Vec<Vec<Entry>>) = batches.into_iter().unzip();
@@ -529,15 +870,34 @@ async fn admit_all(mut batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
             }
             if room.is_none() {
                 for (guard, batch) in guards.iter_mut().zip(entries.iter_mut()) {
+                    for entry in batch.iter_mut() {
+                        entry.seq = guard.next_seq();
+                    }
+                }
+                let refs: Vec<&Queue> = queues.iter().map(|q| &**q).collect();
+                let slices: Vec<&[Entry]> = entries.iter().map(Vec::as_slice).collect();
+                let durable = match durability.submit(&refs, &slices) {
+                    Ok(durable) => durable,
+                    Err(e) => {
+                        // Nothing was placed: give the positions back.
+                        for (guard, batch) in guards.iter_mut().zip(&entries) {
+                            guard.next_seq -= batch.len() as u64;
+                        }
+                        return Err(e);
+                    }
+                };
+                for ((guard, batch), queue) in
+                    guards.iter_mut().zip(entries.iter_mut()).zip(&queues)
+                {
                     for entry in batch.drain(..) {
-                        guard.push(entry);
+                        guard.place(entry, queue.resident_max);
                     }
                 }
                 drop(guards);
                 for queue in &queues {
                     queue.readable.notify_one();
                 }
-                return;
+                return Ok(durable.unwrap_or_else(|| Durable::ready(Ok(()))));
             }
         }
         if let Some(room) = room {
@@ -560,6 +920,7 @@ mod tests {
             enqueued: SystemTime::now(),
             expires: None,
             attempts: 0,
+            stored: 0,
         }
     }
 
@@ -570,7 +931,17 @@ mod tests {
                 max_messages,
                 max_bytes: 1 << 20,
             },
+            usize::MAX,
+            None,
         ))
+    }
+
+    async fn admit(batches: Vec<(Arc<Queue>, Vec<Entry>)>) {
+        super::admit(batches, Durability::default())
+            .await
+            .expect("admitted")
+            .await
+            .expect("durable");
     }
 
     fn bodies(entries: &[Entry]) -> Vec<String> {

@@ -589,6 +589,7 @@ mod tests {
         let hub = Hub::new(verge_hub::HubOptions {
             device_id: "edge".into(),
             queue_limits: verge_hub::QueueLimits::default(),
+            resident_per_queue: usize::MAX,
         });
         let endpoint = Arc::new(Endpoint {
             hub: Arc::clone(&hub),

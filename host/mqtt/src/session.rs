@@ -1,8 +1,12 @@
 //! One client's connection: CONNECT, then packets in and deliveries out until either side ends.
 //!
-//! A session is one task that owns the socket. It reads whatever packets have arrived, hands all
-//! the messages among them to the hub as one [`Commit`] and only then answers their PUBACKs, so a
-//! PUBACK always means "routed" (and, with the durable store, "stored"). Deliveries come from the
+//! A session is one task that owns the socket. It reads whatever packets have arrived and hands
+//! all the messages among them to the hub as one [`Commit`]; their PUBACKs go out when that
+//! commit is durable, so a PUBACK always means "routed and stored". The session keeps reading
+//! while commits sync (up to [`MAX_PENDING`] of them), and answers PUBACKs in the order the
+//! PUBLISHes came, as MQTT requires. A full store refuses the commit: no PUBACK, and the
+//! connection is closed with the store's error logged (MQTT 3.1.1 has no negative PUBACK), so the
+//! client publishes again later. Deliveries come from the
 //! hub's queue of the module's inputs through a [`Consumer`]: a QoS 1 delivery stays in flight
 //! until the client's PUBACK acks it; a client that goes away returns what it had in flight to
 //! the queue. Twin and method traffic are answered from the twin store and the hub's method
@@ -14,7 +18,7 @@
 //! 3.1.1 has no negative PUBACK; IoT Hub does the same); a refused filter gets the SUBACK failure
 //! code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::pending;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,6 +59,29 @@ pub(crate) enum End {
     Refused(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(verge_hub::StoreError),
+}
+
+/// Commits a session may have syncing before it stops reading.
+const MAX_PENDING: usize = 64;
+
+/// A commit on its way to disk, with the PUBACKs that wait for it.
+struct Pending {
+    durable: verge_hub::Durable,
+    pubacks: Vec<u16>,
+}
+
+/// The oldest pending commit, once durable.
+async fn settled(queue: &mut VecDeque<Pending>) -> (Result<(), verge_hub::StoreError>, Vec<u16>) {
+    match queue.front_mut() {
+        Some(front) => {
+            let result = (&mut front.durable).await;
+            let pubacks = queue.pop_front().map(|p| p.pubacks).unwrap_or_default();
+            (result, pubacks)
+        }
+        None => pending().await,
+    }
 }
 
 /// Messages read from one batch of packets and committed together.
@@ -236,6 +263,7 @@ struct Session {
     /// Reused buffers.
     batch: Vec<Arc<Message>>,
     pubacks: Vec<u16>,
+    pending: VecDeque<Pending>,
     entries: Vec<Entry>,
     topic: String,
 }
@@ -258,6 +286,7 @@ impl Session {
             next_rid: 1,
             batch: Vec::new(),
             pubacks: Vec::new(),
+            pending: VecDeque::new(),
             entries: Vec::new(),
             topic: String::new(),
         }
@@ -315,6 +344,15 @@ impl Session {
                     }
                     Ok(())
                 }
+                (result, pubacks) = settled(&mut self.pending) => match result {
+                    Ok(()) => {
+                        for pkid in pubacks {
+                            codec::put_puback(&mut wire.wbuf, pkid);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(End::Store(e)),
+                },
                 _ = sleep_until(deadline) => Err(End::KeepAlive),
                 _ = sleep_until(expires) => Err(End::TokenExpired),
             };
@@ -340,29 +378,45 @@ impl Session {
             if self.batch.is_empty() {
                 return Ok(());
             }
-            self.commit(&mut wire.wbuf).await;
+            self.commit(&mut wire.wbuf).await?;
             if self.batch.is_empty() && wire.rbuf.is_empty() {
                 return Ok(());
             }
         }
     }
 
-    async fn commit(&mut self, out: &mut BytesMut) {
+    /// Submit the batch; its PUBACKs wait for it to be durable.
+    async fn commit(&mut self, out: &mut BytesMut) -> Result<(), End> {
+        while self.pending.len() >= MAX_PENDING {
+            let (result, pubacks) = settled(&mut self.pending).await;
+            result.map_err(End::Store)?;
+            for pkid in pubacks {
+                codec::put_puback(out, pkid);
+            }
+        }
         let messages = std::mem::take(&mut self.batch);
+        let pubacks = std::mem::take(&mut self.pubacks);
         let n = messages.len() as u64;
-        let report = self
+        let submitted = self
             .broker
             .hub
-            .commit(Commit {
+            .submit(Commit {
                 messages,
                 ack: None,
             })
-            .await;
-        debug!(client = %self.identity, routed = report.routed, "committed {n} messages");
+            .await
+            .map_err(|e| {
+                bump(&self.broker.counters.publishes_refused);
+                warn!(client = %self.identity, error = %e, "messages refused, no PUBACK");
+                End::Store(e)
+            })?;
+        debug!(client = %self.identity, routed = submitted.report.routed, "committed {n} messages");
         add(&self.broker.counters.messages_in, n);
-        for pkid in self.pubacks.drain(..) {
-            codec::put_puback(out, pkid);
-        }
+        self.pending.push_back(Pending {
+            durable: submitted.durable,
+            pubacks,
+        });
+        Ok(())
     }
 
     fn on_packet(&mut self, packet: Packet, out: &mut BytesMut) -> Result<(), End> {
@@ -477,11 +531,14 @@ impl Session {
 
     fn ack_publish(&mut self, p: &mqttbytes::v4::Publish, out: &mut BytesMut) {
         if p.qos == QoS::AtLeastOnce {
-            // Answered in order: a PUBACK for a message still in the batch must not overtake it.
-            if self.batch.is_empty() {
-                codec::put_puback(out, p.pkid);
-            } else {
+            // Answered in order: a PUBACK for a message still in the batch, or in a commit still
+            // syncing, must not overtake it.
+            if !self.batch.is_empty() {
                 self.pubacks.push(p.pkid);
+            } else if let Some(last) = self.pending.back_mut() {
+                last.pubacks.push(p.pkid);
+            } else {
+                codec::put_puback(out, p.pkid);
             }
         }
     }

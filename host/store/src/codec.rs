@@ -29,6 +29,12 @@ pub struct DecodeError {
     why: &'static str,
 }
 
+/// The length of the stored form of `message`.
+pub fn encoded_len(message: &Message) -> usize {
+    let properties = |map: &PropertyMap| 2 + map.len() * 6 + map.byte_size();
+    1 + 4 + message.body().len() + properties(message.properties()) + properties(message.system())
+}
+
 /// Append the stored form of `message` to `out`.
 pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
     out.reserve(message.size() + 16);
@@ -237,6 +243,7 @@ mod tests {
         let m = sample();
         let mut out = Vec::new();
         encode_message(&m, &mut out);
+        assert_eq!(out.len(), encoded_len(&m));
         let back = decode_message(&out).expect("decodes");
         assert_eq!(back, m);
         assert_eq!(back.size(), m.size());

@@ -68,15 +68,15 @@ impl EntryKey {
     }
 }
 
-/// A message to store.
+/// A message to store. The writer encodes it, and only if it is still queued at the commit.
 #[derive(Debug)]
 pub struct NewMessage {
     /// Its id ([`Store::next_message_id`]).
     pub id: u64,
     /// How many entries of the same batch point at it.
     pub refs: u32,
-    /// Its stored form ([`codec::encode_message`]).
-    pub bytes: Vec<u8>,
+    /// The message, shared with the hub's queues.
+    pub message: Arc<Message>,
 }
 
 /// Changes that commit together, in this order: queues, messages and entries added, then entries
@@ -440,8 +440,9 @@ impl Store {
         self.next_message.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Account for `bytes` more of messages, or refuse them if the size limit would be passed.
-    /// The writer gives the bytes back as messages are removed.
+    /// Account for `bytes` more of stored messages ([`codec::encoded_len`] of each), or refuse
+    /// them if the size limit would be passed. The writer gives the bytes back as messages are
+    /// removed.
     pub fn reserve(&self, bytes: u64) -> Result<(), StoreError> {
         let used = self.shared.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
         match self.shared.options.max_bytes {

@@ -10,11 +10,18 @@ fn open(dir: &tempfile::TempDir) -> (Arc<Store>, Vec<RecoveredQueue>) {
 
 fn message(store: &Store, body: &str, refs: u32) -> (u64, NewMessage, u32) {
     let m = Message::new(body.as_bytes().to_vec()).with_property("n", body);
-    let mut bytes = Vec::new();
-    codec::encode_message(&m, &mut bytes);
     let id = store.next_message_id();
-    store.reserve(bytes.len() as u64).expect("room");
-    (id, NewMessage { id, refs, bytes }, m.size() as u32)
+    store.reserve(codec::encoded_len(&m) as u64).expect("room");
+    let size = m.size() as u32;
+    (
+        id,
+        NewMessage {
+            id,
+            refs,
+            message: Arc::new(m),
+        },
+        size,
+    )
 }
 
 fn meta(message: u64, size: u32, expires_ms: u64) -> EntryMeta {
@@ -90,7 +97,7 @@ async fn removing_releases_a_shared_message_only_with_its_last_entry() {
     let (store, _) = open(&dir);
     let (a, b) = (store.queue_id("a"), store.queue_id("b"));
     let (id, m, size) = message(&store, "shared", 2);
-    let stored = m.bytes.len() as u64;
+    let stored = codec::encoded_len(&m.message) as u64;
     store
         .submit(Batch {
             messages: vec![m],

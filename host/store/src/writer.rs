@@ -12,21 +12,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use redb::{ReadableTable, WriteTransaction};
+use verge_message::Message;
 
 use crate::{
-    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, Job, MESSAGES, QUEUES, REFS, Shared, StoreError,
+    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, Job, MESSAGES, QUEUES, REFS, Shared, StoreError, codec,
 };
 
 /// Changes of one commit window, folded.
 #[derive(Default)]
 struct Window {
     queues: Vec<(String, u32)>,
-    /// id → (bytes, entries of this window pointing at it)
-    messages: BTreeMap<u64, (Vec<u8>, u32)>,
+    /// id → (message, entries of this window pointing at it)
+    messages: BTreeMap<u64, (Arc<Message>, u32)>,
     inserts: BTreeMap<EntryKey, Vec<u8>>,
     /// Entries committed earlier, to remove, with their message.
     removes: Vec<(EntryKey, u64)>,
@@ -40,7 +41,7 @@ impl Window {
         let batch = &mut job.batch;
         self.queues.append(&mut batch.queues);
         for m in batch.messages.drain(..) {
-            self.messages.insert(m.id, (m.bytes, m.refs));
+            self.messages.insert(m.id, (m.message, m.refs));
         }
         let mut buf = Vec::with_capacity(64);
         for (key, meta) in batch.inserts.drain(..) {
@@ -54,10 +55,10 @@ impl Window {
                 continue;
             }
             self.elided_entries += 1;
-            if let Some((bytes, refs)) = self.messages.get_mut(&message) {
+            if let Some((m, refs)) = self.messages.get_mut(&message) {
                 *refs -= 1;
                 if *refs == 0 {
-                    self.elided_bytes += bytes.len() as u64;
+                    self.elided_bytes += codec::encoded_len(m) as u64;
                     self.messages.remove(&message);
                 }
             }
@@ -99,7 +100,10 @@ fn apply(txn: &WriteTransaction, window: &Window) -> Result<Applied, redb::Error
     for (key, meta) in &window.inserts {
         entries.insert(key.tuple(), meta.as_slice())?;
     }
-    for (id, (bytes, n)) in &window.messages {
+    let mut bytes = Vec::new();
+    for (id, (message, n)) in &window.messages {
+        bytes.clear();
+        codec::encode_message(message, &mut bytes);
         messages.insert(id, bytes.as_slice())?;
         if *n > 1 {
             refs.insert(id, n)?;
@@ -230,8 +234,11 @@ pub(crate) fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "message store commit failed");
-                    let unwritten: u64 =
-                        window.messages.values().map(|(b, _)| b.len() as u64).sum();
+                    let unwritten: u64 = window
+                        .messages
+                        .values()
+                        .map(|(m, _)| codec::encoded_len(m) as u64)
+                        .sum();
                     shared.used.fetch_sub(unwritten, Ordering::Relaxed);
                     Err(e)
                 }

@@ -8,8 +8,14 @@
 //! iothub_hostname = "myhub.example"     # IOTEDGE_IOTHUBHOSTNAME for modules
 //!
 //! [hub]
-//! max_queue_messages = 10000            # per destination queue
-//! max_queue_bytes = 67108864
+//! max_queue_messages = 10000000         # per destination queue; a full queue holds its producers
+//! max_queue_bytes = 4294967296
+//!
+//! [store]                               # the durable message store (redb)
+//! path = "messages.redb"                # relative to data_dir
+//! max_size_mb = 0                       # stored messages beyond which new ones are refused; 0 = no limit
+//! cache_mb = 16                         # redb's page cache
+//! resident_per_queue = 1024             # queued messages per queue kept in memory; the rest stays on disk
 //!
 //! [wasm]
 //! max_modules = 64                      # sizes the pooling allocator
@@ -63,6 +69,8 @@ pub struct Config {
     pub iothub_hostname: Option<String>,
     /// Hub settings.
     pub hub: HubSection,
+    /// The durable message store.
+    pub store: StoreSection,
     /// Wasm runtime settings.
     pub wasm: WasmSection,
     /// Agent settings.
@@ -121,6 +129,31 @@ pub struct HubSection {
     pub max_queue_bytes: usize,
 }
 
+/// `[store]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// The redb file, relative to the data directory.
+    pub path: PathBuf,
+    /// MiB of stored messages beyond which new ones are refused; 0 = no limit.
+    pub max_size_mb: u64,
+    /// redb's page cache, MiB.
+    pub cache_mb: usize,
+    /// Queued messages per queue kept in memory.
+    pub resident_per_queue: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("messages.redb"),
+            max_size_mb: 0,
+            cache_mb: 16,
+            resident_per_queue: 1024,
+        }
+    }
+}
+
 /// `[wasm]`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -165,6 +198,7 @@ impl Default for Config {
             hostname: "localhost".into(),
             iothub_hostname: None,
             hub: HubSection::default(),
+            store: StoreSection::default(),
             wasm: WasmSection::default(),
             agent: AgentSection::default(),
             mqtt: MqttSection::default(),
@@ -229,6 +263,17 @@ impl Config {
     /// The IoT Hub host name for modules.
     pub fn iothub_hostname(&self) -> &str {
         self.iothub_hostname.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// The store's file and options.
+    pub fn store_options(&self, data_dir: &Path) -> (PathBuf, verge_store::StoreOptions) {
+        let s = &self.store;
+        let options = verge_store::StoreOptions {
+            cache_bytes: s.cache_mb << 20,
+            max_bytes: (s.max_size_mb > 0).then_some(s.max_size_mb << 20),
+            ..verge_store::StoreOptions::default()
+        };
+        (data_dir.join(&s.path), options)
     }
 
     /// The wasm runtime's options, caching compiled components under `data_dir`.

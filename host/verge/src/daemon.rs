@@ -86,13 +86,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data_dir)?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
-    let hub = Hub::new(HubOptions {
-        device_id: config.device_id.clone(),
-        queue_limits: QueueLimits {
-            max_messages: config.hub.max_queue_messages,
-            max_bytes: config.hub.max_queue_bytes,
+    let (store_path, store_options) = config.store_options(&data_dir);
+    let (store, recovered) =
+        verge_store::Store::open(&store_path, store_options).map_err(anyhow::Error::from)?;
+    let hub = Hub::with_store(
+        HubOptions {
+            device_id: config.device_id.clone(),
+            queue_limits: QueueLimits {
+                max_messages: config.hub.max_queue_messages,
+                max_bytes: config.hub.max_queue_bytes,
+            },
+            resident_per_queue: config.store.resident_per_queue,
         },
-    });
+        Arc::clone(&store),
+        &recovered,
+    );
     let twins = Arc::new(TwinStore::new());
     let wasm =
         WasmRuntime::new(config.wasm_options(&data_dir)).context("starting the wasm runtime")?;
@@ -180,5 +188,7 @@ pub async fn run(
     }
     agent.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    // Everything accepted is committed; close the file cleanly so the next start needs no repair.
+    store.close();
     Ok(())
 }

@@ -241,16 +241,25 @@ impl Instance {
         self.store.data().log.push(stream, text);
     }
 
-    /// Commit what the last call sent, with `ack`; `false` if a stop came first.
-    async fn commit(&mut self, ack: Option<verge_hub::Ack>, control: &mut ModuleControl) -> bool {
+    /// Commit what the last call sent, with `ack`. The commit is not awaited to disk: commits
+    /// reach the store in order, so the next input may go on while this one syncs.
+    async fn commit(&mut self, ack: Option<verge_hub::Ack>, control: &mut ModuleControl) -> Sent {
         let messages = std::mem::take(&mut self.store.data_mut().outbox);
         if messages.is_empty() && ack.is_none() {
-            return true;
+            return Sent::Done;
         }
+        let n = messages.len();
         let hub = Arc::clone(&self.store.data().hub);
-        tokio::select! {
-            _ = hub.commit(Commit { messages, ack }) => true,
-            _ = control.stop_requested() => false,
+        let submitted = tokio::select! {
+            submitted = hub.submit(Commit { messages, ack }) => submitted,
+            _ = control.stop_requested() => return Sent::Stopped,
+        };
+        match submitted {
+            Ok(_) => Sent::Done,
+            Err(e) => {
+                self.log(Stream::Runtime, format!("{n} messages not sent: {e}"));
+                Sent::Refused
+            }
         }
     }
 
@@ -265,7 +274,7 @@ impl Instance {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut retry_delay = FIRST_RETRY;
         // What init sent.
-        let exit = if self.commit(None, &mut control).await {
+        let exit = if self.commit(None, &mut control).await != Sent::Stopped {
             loop {
                 let timer = self.store.data().timer.0;
                 let step = tokio::select! {
@@ -291,9 +300,16 @@ impl Instance {
                                 Ok(true)
                             }
                             Ok(Handled::Committed(ack)) => {
-                                retry_delay = FIRST_RETRY;
-                                if !self.commit(Some(ack), &mut control).await {
-                                    break Exit::new(0, "stopped");
+                                let seq = ack.seq();
+                                match self.commit(Some(ack), &mut control).await {
+                                    Sent::Stopped => break Exit::new(0, "stopped"),
+                                    Sent::Done => retry_delay = FIRST_RETRY,
+                                    // The store is full: the input waits its turn again.
+                                    Sent::Refused => {
+                                        consumer.nack(seq);
+                                        retry_at = Some(tokio::time::Instant::now() + retry_delay);
+                                        retry_delay = (retry_delay * 2).min(MAX_RETRY);
+                                    }
                                 }
                                 continue;
                             }
@@ -310,7 +326,7 @@ impl Instance {
                     Err(exit) => break exit,
                     // The call succeeded: send what it sent.
                     Ok(true) => {
-                        if !self.commit(None, &mut control).await {
+                        if self.commit(None, &mut control).await == Sent::Stopped {
                             break Exit::new(0, "stopped");
                         }
                     }
@@ -443,4 +459,15 @@ enum Handled {
     Committed(verge_hub::Ack),
     /// The module asked to retry it later.
     Retry,
+}
+
+/// What became of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Queued (and on its way to disk).
+    Done,
+    /// Refused by a full store; the messages are dropped, an input is offered again.
+    Refused,
+    /// The module is being stopped.
+    Stopped,
 }

@@ -42,6 +42,7 @@ impl Rig {
         let hub = Hub::new(HubOptions {
             device_id: DEVICE.into(),
             queue_limits: limits,
+            resident_per_queue: usize::MAX,
         });
         let specs: Vec<RouteSpec> = routes
             .iter()
@@ -109,7 +110,8 @@ impl Rig {
                 messages: vec![Arc::clone(&m)],
                 ack: None,
             })
-            .await;
+            .await
+            .expect("an in-memory hub accepts");
         m
     }
 
