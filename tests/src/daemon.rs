@@ -248,6 +248,20 @@ impl Daemon {
         }
     }
 
+    /// Kill with SIGKILL (no chance to clean up: a crash or a power cut for the process) and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same data directory after [`Daemon::kill`] or [`Daemon::stop`].
+    pub fn start_again(&mut self) {
+        let data = self.data_dir();
+        self.spawn(&data, None);
+    }
+
     /// Stop and start again on the same data directory (no startup deployment: the saved one).
     pub fn restart(&mut self) {
         self.stop();

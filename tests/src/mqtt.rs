@@ -2,8 +2,8 @@
 //! SAS tokens computed by Python (independently of Verge's code), and loopback addresses, so that
 //! daemons of tests running at once each own IoT Hub's fixed ports 8883 and 443.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -192,5 +192,71 @@ impl SdkClient {
         drop(self.stdin.take());
         self.event("closed");
         let _ = self.child.wait();
+    }
+}
+
+/// A bare MQTT 3.1.1 client on a socket, to misbehave on purpose (withhold PUBACKs, drop the
+/// connection).
+pub struct RawClient {
+    /// The socket.
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    /// Connect with a clean session, expecting CONNACK success.
+    pub fn connect(port: u16, client_id: &str, username: &str, password: &str) -> Self {
+        use mqttbytes::v4::{Connect, Login, Packet};
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("raw MQTT client");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("raw MQTT client");
+        let mut connect = Connect::new(client_id);
+        connect.login = Some(Login::new(username, password));
+        let mut out = bytes::BytesMut::new();
+        connect.write(&mut out).expect("raw MQTT client");
+        stream.write_all(&out).expect("raw MQTT client");
+        let mut client = Self {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        match client.packet() {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.code, mqttbytes::v4::ConnectReturnCode::Success)
+            }
+            other => panic!("{other:?}"),
+        }
+        client
+    }
+
+    /// Write packets.
+    pub fn send(&mut self, write: impl FnOnce(&mut bytes::BytesMut)) {
+        let mut out = bytes::BytesMut::new();
+        write(&mut out);
+        self.stream.write_all(&out).expect("raw MQTT client");
+    }
+
+    /// The next packet.
+    pub fn packet(&mut self) -> mqttbytes::v4::Packet {
+        loop {
+            match mqttbytes::v4::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return p,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("raw MQTT client");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next PUBLISH (skipping SUBACKs and the like).
+    pub fn publish(&mut self) -> mqttbytes::v4::Publish {
+        loop {
+            if let mqttbytes::v4::Packet::Publish(p) = self.packet() {
+                return p;
+            }
+        }
     }
 }

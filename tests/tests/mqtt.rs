@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, deployment, wasm_module};
 use verge_tests::guest;
-use verge_tests::mqtt::{self, SdkClient, add_identity, output_text as text, with_wrong_key};
+use verge_tests::mqtt::{
+    self, RawClient, SdkClient, add_identity, output_text as text, with_wrong_key,
+};
 
 const API: &str = "api-version=2021-04-12";
 
@@ -339,68 +341,6 @@ fn wrong_credentials_foreign_topics_and_bad_packets_are_refused() {
     at_least("mqttSubscriptionsRefused", 1);
     at_least("mqttMalformed", 2);
     at_least("mqttMessagesIn", 1);
-}
-
-/// A bare MQTT 3.1.1 client on a socket, to misbehave on purpose (withhold PUBACKs, drop the
-/// connection).
-struct RawClient {
-    stream: TcpStream,
-    buf: bytes::BytesMut,
-}
-
-impl RawClient {
-    fn connect(port: u16, client_id: &str, username: &str, password: &str) -> Self {
-        use mqttbytes::v4::{Connect, Login, Packet};
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut connect = Connect::new(client_id);
-        connect.login = Some(Login::new(username, password));
-        let mut out = bytes::BytesMut::new();
-        connect.write(&mut out).unwrap();
-        stream.write_all(&out).unwrap();
-        let mut client = Self {
-            stream,
-            buf: bytes::BytesMut::new(),
-        };
-        match client.next() {
-            Packet::ConnAck(ack) => {
-                assert_eq!(ack.code, mqttbytes::v4::ConnectReturnCode::Success)
-            }
-            other => panic!("{other:?}"),
-        }
-        client
-    }
-
-    fn send(&mut self, write: impl FnOnce(&mut bytes::BytesMut)) {
-        let mut out = bytes::BytesMut::new();
-        write(&mut out);
-        self.stream.write_all(&out).unwrap();
-    }
-
-    fn next(&mut self) -> mqttbytes::v4::Packet {
-        loop {
-            match mqttbytes::v4::read(&mut self.buf, 1 << 20) {
-                Ok(p) => return p,
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("{e:?}"),
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The next PUBLISH (skipping SUBACKs and the like).
-    fn publish(&mut self) -> mqttbytes::v4::Publish {
-        loop {
-            if let mqttbytes::v4::Packet::Publish(p) = self.next() {
-                return p;
-            }
-        }
-    }
 }
 
 #[test]

@@ -271,6 +271,14 @@ impl Hub {
             .ok_or_else(|| AlreadyConsumed(target.clone()))
     }
 
+    /// Attach a consumer outside the process to `target`'s queue: it gets messages only once
+    /// they are durable ([`Queue::consume_durable`]).
+    pub fn consume_durable(&self, target: &Target) -> Result<Consumer, AlreadyConsumed> {
+        self.queue(target)
+            .consume_durable()
+            .ok_or_else(|| AlreadyConsumed(target.clone()))
+    }
+
     /// Mark `message` as sent by `sender` on `output`: sets `connectionDeviceId`,
     /// `connectionModuleId` and `outputName`, overriding whatever the sender put there. Copies no
     /// text: the names are static and the ids shared.
@@ -365,6 +373,7 @@ impl Hub {
                     expires,
                     attempts: 0,
                     stored,
+                    ticket: 0,
                 };
                 match batches.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
                     Some((_, entries)) => entries.push(entry),

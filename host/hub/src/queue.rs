@@ -78,6 +78,8 @@ pub struct Entry {
     pub attempts: u32,
     /// Its message's id in the durable store (0 without one).
     pub stored: u64,
+    /// The store batch that wrote it ([`Store::durable_through`]); 0 when durable already.
+    pub(crate) ticket: u64,
 }
 
 impl Entry {
@@ -247,24 +249,33 @@ impl State {
     /// `gone`). Stops early at a lane whose resident head is used up while it has spilled
     /// entries, and returns that lane: it must be refilled before anything of lower priority
     /// goes.
+    /// With `durable_through`, entries of later store batches are not handed out: taking stops
+    /// at the first one (in its lane, every later entry is later still) and reports
+    /// [`Stop::Uncommitted`].
     fn take(
         &mut self,
         max: usize,
         now: Instant,
+        durable_through: Option<u64>,
         out: &mut Vec<Entry>,
         gone: &mut Vec<Gone>,
-    ) -> Option<usize> {
+    ) -> Option<Stop> {
         let mut taken = 0;
-        let mut refill = None;
+        let mut stop = None;
         'lanes: for lane in 0..LANES {
             while taken < max {
                 let Some(entry) = self.lanes[lane].pop_front() else {
                     if self.spilled[lane].count > 0 {
-                        refill = Some(lane);
+                        stop = Some(Stop::Refill(lane));
                         break 'lanes;
                     }
                     continue 'lanes;
                 };
+                if durable_through.is_some_and(|d| entry.ticket > d) {
+                    self.lanes[lane].push_front(entry);
+                    stop = Some(Stop::Uncommitted);
+                    break 'lanes;
+                }
                 self.resident -= 1;
                 if entry.expires.is_some_and(|t| t <= now) {
                     self.forget(&entry);
@@ -278,8 +289,17 @@ impl State {
             }
             break;
         }
-        refill
+        stop
     }
+}
+
+/// Why [`State::take`] stopped before `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// The lane's head is on disk.
+    Refill(usize),
+    /// The next entry is not durable yet.
+    Uncommitted,
 }
 
 /// A queue's place in the durable store.
@@ -542,6 +562,7 @@ impl Queue {
                 continue;
             };
             let entry = Entry {
+                ticket: 0,
                 seq: stored.key.seq,
                 message: Arc::new(message),
                 input: meta.input,
@@ -565,6 +586,15 @@ impl Queue {
         back
     }
 
+    /// Attach the (single) consumer, which gets entries only once they are durable: for
+    /// consumers outside the process (MQTT clients, upstream), so that nothing they see can be
+    /// forgotten by a crash. Fails if one is attached.
+    pub fn consume_durable(self: &Arc<Self>) -> Option<Consumer> {
+        let mut consumer = self.consume()?;
+        consumer.durable_only = self.journal.is_some();
+        Some(consumer)
+    }
+
     /// Attach the (single) consumer. Fails if one is attached.
     pub fn consume(self: &Arc<Self>) -> Option<Consumer> {
         let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
@@ -578,6 +608,7 @@ impl Queue {
             id,
             one: Vec::with_capacity(1),
             commits: self.journal.as_ref().map(|j| j.store.commits()),
+            durable_only: false,
         })
     }
 
@@ -641,6 +672,8 @@ pub struct Consumer {
     one: Vec<Entry>,
     /// The store's commits, to wait on while spilled entries are not committed yet.
     commits: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Only durable entries are taken.
+    durable_only: bool,
 }
 
 impl Consumer {
@@ -659,8 +692,18 @@ impl Consumer {
         let before = out.len();
         let mut gone = Vec::new();
         loop {
+            let durable_through = match (&self.commits, self.durable_only) {
+                (Some(commits), true) => Some(*commits.borrow()),
+                _ => None,
+            };
             let mut state = self.queue.lock();
-            let refill = state.take(max - (out.len() - before), Instant::now(), out, &mut gone);
+            let stop = state.take(
+                max - (out.len() - before),
+                Instant::now(),
+                durable_through,
+                out,
+                &mut gone,
+            );
             if !gone.is_empty() {
                 state.waiting = None;
             }
@@ -672,12 +715,13 @@ impl Consumer {
                 gone.clear();
                 self.queue.writable.notify_waiters();
             }
-            match refill {
-                Some(lane) if out.len() - before < max => {
+            match stop {
+                Some(Stop::Refill(lane)) if out.len() - before < max => {
                     if self.queue.refill(lane) == 0 {
                         return (out.len() - before, true);
                     }
                 }
+                Some(Stop::Uncommitted) => return (out.len() - before, true),
                 _ => return (out.len() - before, false),
             }
         }
@@ -801,7 +845,7 @@ impl Durability {
         &mut self,
         queues: &[&Queue],
         entries: &[&[Entry]],
-    ) -> Result<Option<Durable>, StoreError> {
+    ) -> Result<Option<(u64, Durable)>, StoreError> {
         let Some(store) = &self.store else {
             return Ok(None);
         };
@@ -826,7 +870,7 @@ impl Durability {
                 self.batch.inserts.push((journal.key(e.lane, e.seq), meta));
             }
         }
-        Ok(Some(store.submit(std::mem::take(&mut self.batch))))
+        Ok(Some(store.submit_ticketed(std::mem::take(&mut self.batch))))
     }
 }
 
@@ -841,7 +885,7 @@ pub(crate) async fn admit(
     if batches.is_empty() {
         return Ok(durability
             .submit(&[], &[])?
-            .unwrap_or_else(|| Durable::ready(Ok(()))));
+            .map_or_else(|| Durable::ready(Ok(())), |(_, durable)| durable));
     }
     // One lock order for every producer: by address.
     batches.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
@@ -886,10 +930,12 @@ pub(crate) async fn admit(
                         return Err(e);
                     }
                 };
+                let ticket = durable.as_ref().map_or(0, |(ticket, _)| *ticket);
                 for ((guard, batch), queue) in
                     guards.iter_mut().zip(entries.iter_mut()).zip(&queues)
                 {
-                    for entry in batch.drain(..) {
+                    for mut entry in batch.drain(..) {
+                        entry.ticket = ticket;
                         guard.place(entry, queue.resident_max);
                     }
                 }
@@ -897,7 +943,7 @@ pub(crate) async fn admit(
                 for queue in &queues {
                     queue.readable.notify_one();
                 }
-                return Ok(durable.unwrap_or_else(|| Durable::ready(Ok(()))));
+                return Ok(durable.map_or_else(|| Durable::ready(Ok(())), |(_, d)| d));
             }
         }
         if let Some(room) = room {
@@ -921,6 +967,7 @@ mod tests {
             expires: None,
             attempts: 0,
             stored: 0,
+            ticket: 0,
         }
     }
 

@@ -593,7 +593,11 @@ impl Session {
                     );
                 }
                 if self.inputs.is_none() {
-                    match self.broker.hub.consume(&Target::Module(module.into())) {
+                    match self
+                        .broker
+                        .hub
+                        .consume_durable(&Target::Module(module.into()))
+                    {
                         Ok(consumer) => self.inputs = Some(consumer),
                         Err(e) => return refused(self, e.to_string()),
                     }

@@ -263,6 +263,7 @@ struct Shared {
     db: RwLock<Database>,
     used: AtomicU64,
     counters: Counters,
+    /// The ticket of the newest batch on disk (every earlier one is too).
     committed: watch::Sender<u64>,
     options: StoreOptions,
 }
@@ -274,6 +275,7 @@ impl Shared {
 }
 
 struct Job {
+    ticket: u64,
     batch: Batch,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
@@ -283,7 +285,8 @@ struct Job {
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The job channel, and the ticket of the last job sent.
+    jobs: Mutex<(Option<mpsc::Sender<Job>>, u64)>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     next_message: AtomicU64,
     next_queue: AtomicU32,
@@ -399,7 +402,7 @@ impl Store {
             .collect();
         let store = Self {
             shared,
-            jobs: Mutex::new(Some(tx)),
+            jobs: Mutex::new((Some(tx), 0)),
             writer: Mutex::new(Some(writer)),
             next_message: AtomicU64::new(recovered.next_message),
             next_queue: AtomicU32::new(recovered.next_queue),
@@ -460,16 +463,31 @@ impl Store {
     /// Queue `batch` for the next commit. Batches commit whole and in the order submitted; the
     /// returned [`Durable`] resolves when this one is on disk (dropping it is fine).
     pub fn submit(&self, batch: Batch) -> Durable {
+        self.submit_ticketed(batch).1
+    }
+
+    /// [`Store::submit`], also returning the batch's ticket: it is durable once
+    /// [`Store::durable_through`] reaches it.
+    pub fn submit_ticketed(&self, batch: Batch) -> (u64, Durable) {
         let (done, rx) = oneshot::channel();
+        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.1 += 1;
+        let ticket = jobs.1;
         let job = Job {
+            ticket,
             batch,
             done: Some(done),
         };
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        match jobs.as_ref().map(|jobs| jobs.send(job)) {
-            Some(Ok(())) => Durable(Some(rx), None),
-            _ => Durable::ready(Err(StoreError::Closed)),
+        match jobs.0.as_ref().map(|tx| tx.send(job)) {
+            Some(Ok(())) => (ticket, Durable(Some(rx), None)),
+            _ => (ticket, Durable::ready(Err(StoreError::Closed))),
         }
+    }
+
+    /// The ticket of the newest batch on disk; every batch with a smaller ticket is on disk too.
+    /// (A batch whose commit failed counts as done: its submitter got the error.)
+    pub fn durable_through(&self) -> u64 {
+        *self.shared.committed.borrow()
     }
 
     /// Commit everything submitted, stop the writer and close the file cleanly (so that the
@@ -479,6 +497,7 @@ impl Store {
             self.jobs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .0
                 .take(),
         );
         let writer = self
@@ -493,7 +512,7 @@ impl Store {
         }
     }
 
-    /// Follow commits: the value counts them.
+    /// Follow commits: the value is [`Store::durable_through`].
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.shared.committed.subscribe()
     }

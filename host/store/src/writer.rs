@@ -226,7 +226,6 @@ pub(crate) fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
                     shared
                         .used
                         .fetch_sub(applied.bytes_freed, Ordering::Relaxed);
-                    shared.committed.send_modify(|n| *n += 1);
                     if applied.entries_removed > 0 {
                         maybe_compact(shared);
                     }
@@ -244,6 +243,9 @@ pub(crate) fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
                 }
             }
         };
+        if let Some(last) = pending.last() {
+            shared.committed.send_replace(last.ticket);
+        }
         for job in pending.drain(..) {
             if let Some(done) = job.done {
                 // A submitter that stopped waiting is not an error.

@@ -20,6 +20,10 @@
 //! `relay` with `Stamp=1` when it starts handling an input, are wall-clock nanoseconds since the
 //! Unix epoch (`SystemTime`, WASI's wall clock), so `t1 - t0` is the hop through the hub.
 //!
+//! Processing tags (the crash tests, `Tag=1`): `source` sets `run` (this instance's start, in
+//! nanoseconds) on each message, `relay` sets `proc` to `{its start}-{inputs handled}`: an input
+//! handled twice gives two outputs with different `proc`, a message delivered twice the same one.
+//!
 //! It answers the direct method `echo` with its payload and `crash` by panicking, and reports
 //! its desired properties' `$version` when they change.
 
@@ -43,6 +47,7 @@ struct Misbehave {
     retry_times: u32,
     hoard: Vec<Vec<u8>>,
     stamp: bool,
+    tag: Option<String>,
 }
 
 /// Wall-clock nanoseconds since the Unix epoch, as the latency stamps carry them.
@@ -78,6 +83,7 @@ impl Module for Misbehave {
             retry_times: setting("RetryTimes", 2),
             hoard: Vec::new(),
             stamp: setting("Stamp", 0u8) == 1,
+            tag: (setting("Tag", 0u8) == 1).then(now_nanos),
             mode,
         };
         log::info(&format!("mode {}", module.mode));
@@ -94,6 +100,9 @@ impl Module for Misbehave {
             "relay" => {
                 if let Some(t1) = started {
                     message.set_property("t1", &t1);
+                }
+                if let Some(run) = &self.tag {
+                    message.set_property("proc", &format!("{run}-{}", self.received));
                 }
                 verge_sdk::send("output", &message).map_err(InputError::retry)
             }
@@ -156,6 +165,9 @@ impl Module for Misbehave {
             let message = Message::new(&body).with_property("n", &self.sent.to_string());
             if self.stamp {
                 message.set_property("t0", &now_nanos());
+            }
+            if let Some(run) = &self.tag {
+                message.set_property("run", run);
             }
             verge_sdk::send("output", &message)?;
         }

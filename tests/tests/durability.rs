@@ -1,0 +1,463 @@
+//! Store-and-forward under crashes: the daemon killed with SIGKILL mid-stream and started again.
+//! Nothing acknowledged is lost, nothing is processed twice by a wasm module, duplicates to MQTT
+//! subscribers stay within the last commit window, and a damaged store stops the daemon with a
+//! clear error instead of an empty start.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqttbytes::QoS;
+use mqttbytes::v4::{Connect, Login, Packet, PubAck, Publish, Subscribe};
+use serde_json::{Value, json};
+use verge_tests::daemon::{Daemon, deployment, verge_bin, wasm_module};
+use verge_tests::guest;
+use verge_tests::mqtt::{self, add_identity};
+
+const API: &str = "api-version=2021-04-12";
+const EXT_INPUTS: &str = "devices/edge/modules/ext/inputs/#";
+
+/// A raw MQTT connection whose every read or write may fail (the daemon gets killed under it).
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    fn open(port: u16, client_id: &str, username: &str, password: &str) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let mut connect = Connect::new(client_id);
+        connect.login = Some(Login::new(username, password));
+        connect.keep_alive = 60;
+        let mut out = BytesMut::new();
+        connect.write(&mut out).unwrap();
+        conn.stream.write_all(&out).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match conn.read() {
+                Some(Some(Packet::ConnAck(_))) => return conn,
+                Some(_) if Instant::now() < deadline => {}
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        }
+    }
+
+    /// `None`: the connection is gone; `Some(None)`: nothing within the read timeout.
+    fn read(&mut self) -> Option<Option<Packet>> {
+        loop {
+            match mqttbytes::v4::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Some(Some(p)),
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(_) => return None,
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Some(None);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn write(&mut self, write: impl FnOnce(&mut BytesMut)) -> bool {
+        let mut out = BytesMut::new();
+        write(&mut out);
+        self.stream.write_all(&out).is_ok()
+    }
+
+    fn subscribe(&mut self, filter: &str) {
+        assert!(self.write(|o| {
+            Subscribe::new(filter, QoS::AtLeastOnce).write(o).unwrap();
+        }));
+    }
+}
+
+/// What a subscriber saw: each message's properties, when it came.
+#[derive(Default)]
+struct Seen {
+    messages: Vec<(Instant, HashMap<String, String>, Vec<u8>)>,
+}
+
+/// Receive and PUBACK everything until the connection goes, `stop` is set, or (with `idle`)
+/// nothing came for that long.
+fn subscribe_until(mut conn: Conn, seen: &Mutex<Seen>, stop: &AtomicBool, idle: Option<Duration>) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match conn.read() {
+            None => return,
+            Some(None) => {
+                if idle.is_some_and(|idle| last.elapsed() > idle) {
+                    return;
+                }
+            }
+            Some(Some(Packet::Publish(p))) => {
+                last = Instant::now();
+                let props = properties(&p.topic);
+                seen.lock()
+                    .unwrap()
+                    .messages
+                    .push((last, props, p.payload.to_vec()));
+                if !conn.write(|o| {
+                    PubAck::new(p.pkid).write(o).unwrap();
+                }) {
+                    return;
+                }
+            }
+            Some(Some(_)) => {}
+        }
+    }
+}
+
+/// The property bag at the end of an inputs topic.
+fn properties(topic: &str) -> HashMap<String, String> {
+    let bag = topic
+        .strip_prefix("devices/edge/modules/ext/inputs/in/")
+        .unwrap_or("");
+    bag.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn deploy_routes(daemon: &Daemon, modules: Value, routes: Value) {
+    let manifest = deployment(modules, routes, json!({}));
+    let out = daemon.deploy("crash", &manifest);
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+}
+
+struct Ext {
+    port: u16,
+    user: String,
+    key: String,
+}
+
+impl Ext {
+    fn connect(&self) -> Conn {
+        let mut conn = Conn::open(
+            self.port,
+            "edge/ext",
+            &self.user,
+            &mqtt::token(&self.key, 600),
+        );
+        conn.subscribe(EXT_INPUTS);
+        conn
+    }
+}
+
+#[test]
+fn every_acknowledged_message_is_delivered_after_kill_9_at_several_points() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let mut daemon = Daemon::start("crash-mqtt", &mqtt::config(&ip, plain), None);
+    deploy_routes(
+        &daemon,
+        json!({}),
+        json!({ "toExt": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
+    );
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: add_identity(&daemon, "module", "ext"),
+    };
+    let leaf_user = format!("{ip}/leaf1/?{API}");
+
+    for (round, kill_after) in [150u64, 700, 1500].into_iter().enumerate() {
+        let base = (round as u64 + 1) * 1_000_000;
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let subscriber = {
+            let conn = ext.connect();
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            std::thread::spawn(move || subscribe_until(conn, &seen, &stop, None))
+        };
+        // The publisher: numbered QoS 1 messages, up to 200 unacknowledged, PUBACKs read on a
+        // second thread.
+        let publisher = {
+            let mut conn = Conn::open(plain, "leaf1", &leaf_user, &mqtt::token(&leaf, 600));
+            let mut reader = Conn {
+                stream: conn.stream.try_clone().unwrap(),
+                buf: BytesMut::new(),
+            };
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            let pending = Arc::new(Mutex::new(BTreeMap::new()));
+            let acks = Arc::new(AtomicU64::new(0));
+            let gone = Arc::new(AtomicBool::new(false));
+            let reading = {
+                let gone = Arc::clone(&gone);
+                let (pending, acks, acked, stop) = (
+                    Arc::clone(&pending),
+                    Arc::clone(&acks),
+                    Arc::clone(&acked),
+                    Arc::clone(&stop),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match reader.read() {
+                            None => {
+                                gone.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                            Some(Some(Packet::PubAck(ack))) => {
+                                if let Some(n) = pending.lock().unwrap().remove(&ack.pkid) {
+                                    acked.lock().unwrap().insert(n);
+                                    acks.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                })
+            };
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) && !gone.load(Ordering::Relaxed) {
+                    if sent - acks.load(Ordering::Relaxed) >= 200 {
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    let n = base + sent;
+                    let pkid = (sent % 60_000) as u16 + 1;
+                    pending.lock().unwrap().insert(pkid, n);
+                    let topic = format!("devices/leaf1/messages/events/n={n}");
+                    let mut publish = Publish::new(topic, QoS::AtLeastOnce, format!("{n:064}"));
+                    publish.pkid = pkid;
+                    if !conn.write(|o| {
+                        publish.write(o).unwrap();
+                    }) {
+                        break;
+                    }
+                    sent += 1;
+                }
+                let _ = reading.join();
+                sent
+            })
+        };
+
+        std::thread::sleep(Duration::from_millis(kill_after));
+        let killed = Instant::now();
+        daemon.kill();
+        let sent = publisher.join().unwrap();
+        subscriber.join().unwrap();
+        let before = seen.lock().unwrap().messages.len();
+
+        daemon.start_again();
+        let stop_after = Arc::new(AtomicBool::new(false));
+        subscribe_until(
+            ext.connect(),
+            &seen,
+            &stop_after,
+            Some(Duration::from_secs(2)),
+        );
+
+        let seen = seen.lock().unwrap();
+        let number = |props: &HashMap<String, String>| -> u64 { props["n"].parse().unwrap() };
+        let mut count: HashMap<u64, usize> = HashMap::new();
+        for (_, props, _) in &seen.messages {
+            *count.entry(number(props)).or_default() += 1;
+        }
+        let acked = acked.lock().unwrap();
+        let missing: Vec<&u64> = acked.iter().filter(|n| !count.contains_key(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        // A duplicate is a message the subscriber acked before the kill whose removal had not
+        // committed yet: only the last commit window before the kill.
+        let window: HashSet<u64> = seen.messages[..before]
+            .iter()
+            .filter(|(at, _, _)| killed.duration_since(*at) < Duration::from_millis(500))
+            .map(|(_, props, _)| number(props))
+            .collect();
+        let duplicates: Vec<u64> = count
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(
+            duplicates.iter().all(|n| window.contains(n)),
+            "round {round}: duplicates from outside the last commit window"
+        );
+        // After the restart the rest comes in the order it was published.
+        let after: Vec<u64> = seen.messages[before..]
+            .iter()
+            .map(|(_, p, _)| number(p))
+            .collect();
+        assert!(
+            after.windows(2).all(|w| w[0] < w[1]),
+            "round {round}: out of order"
+        );
+        assert!(
+            acked.len() > 50,
+            "round {round}: too little traffic to mean anything"
+        );
+        eprintln!(
+            "round {round}: killed after {kill_after} ms; sent {sent}, acknowledged {}, delivered \
+             before the kill {before}, after {}, duplicates {}",
+            acked.len(),
+            after.len(),
+            duplicates.len()
+        );
+    }
+}
+
+#[test]
+fn a_wasm_chain_killed_mid_stream_processes_no_input_twice_and_loses_no_output() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let mut daemon = Daemon::start("crash-chain", &mqtt::config(&ip, plain), None);
+    let misbehave = guest("misbehave");
+    let modules = json!({
+        "source": wasm_module(&misbehave, &[("Mode", json!("source")), ("Tag", json!("1")),
+            ("Burst", json!("20")), ("TickMs", json!("5")), ("Size", json!("32"))], json!({})),
+        "relay": wasm_module(&misbehave, &[("Mode", json!("relay")), ("Tag", json!("1"))], json!({})),
+    });
+    let routes = json!({
+        "toRelay": "FROM /messages/modules/source/outputs/* INTO BrokeredEndpoint(\"/modules/relay/inputs/in\")",
+        "toExt": "FROM /messages/modules/relay/outputs/* INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")",
+    });
+    let ext_key = add_identity(&daemon, "module", "ext");
+    deploy_routes(&daemon, modules, routes);
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: ext_key,
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscriber = {
+        let conn = ext.connect();
+        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+        std::thread::spawn(move || subscribe_until(conn, &seen, &stop, None))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.kill();
+    subscriber.join().unwrap();
+    let before = seen.lock().unwrap().messages.len();
+    daemon.start_again();
+    // The new source run goes on producing; collect for a while, then stop the daemon and take
+    // what is left.
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let conn = ext.connect();
+        let collector = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            std::thread::spawn(move || subscribe_until(conn, &seen, &stop, None))
+        };
+        std::thread::sleep(Duration::from_millis(1500));
+        daemon.stop();
+        collector.join().unwrap();
+    }
+
+    let seen = seen.lock().unwrap();
+    // run → n → the processings (proc tags) seen for it
+    let mut runs: BTreeMap<String, BTreeMap<u64, HashSet<String>>> = BTreeMap::new();
+    let mut deliveries = 0;
+    for (_, props, _) in &seen.messages {
+        let n: u64 = props["n"].parse().unwrap();
+        runs.entry(props["run"].clone())
+            .or_default()
+            .entry(n)
+            .or_default()
+            .insert(props["proc"].clone());
+        deliveries += 1;
+    }
+    assert!(
+        runs.len() >= 2,
+        "no source run before and after the kill: {runs:?}"
+    );
+    for (run, numbers) in &runs {
+        let twice: Vec<&u64> = numbers
+            .iter()
+            .filter(|(_, procs)| procs.len() > 1)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "run {run}: inputs processed twice: {twice:?}"
+        );
+        // The source's durable outputs are a prefix of what it sent; every one of them reached
+        // the end of the chain.
+        let max = *numbers.keys().last().unwrap();
+        assert_eq!(
+            numbers.len() as u64,
+            max,
+            "run {run}: outputs lost (got {} of 1..={max})",
+            numbers.len()
+        );
+    }
+    let distinct: usize = runs.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "chain: {} runs, {distinct} messages, {deliveries} deliveries ({} before the kill)",
+        runs.len(),
+        before
+    );
+}
+
+#[test]
+fn a_damaged_store_stops_the_daemon_with_the_recovery_in_the_error() {
+    let mut daemon = Daemon::start("damaged-store", verge_tests::daemon::TEST_CONFIG, None);
+    let data = daemon.data_dir();
+    daemon.stop();
+    let store = data.join("messages.redb");
+    let len = std::fs::metadata(&store).unwrap().len();
+    let mut bytes = std::fs::read(&store).unwrap();
+    // Keep redb's header, scramble everything behind it.
+    for (i, b) in bytes.iter_mut().enumerate().skip(512) {
+        *b = (i as u8).wrapping_mul(31) ^ 0x5a;
+    }
+    std::fs::write(&store, &bytes).unwrap();
+    let out = Command::new(verge_bin())
+        .arg("run")
+        .arg("-d")
+        .arg(&data)
+        .arg("-c")
+        .arg(daemon.dir().join("verge.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started on a damaged store:\n{stderr}"
+    );
+    assert!(stderr.contains("messages.redb"), "{stderr}");
+    assert!(
+        stderr.contains("damaged") && stderr.contains("mv "),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().len(),
+        len,
+        "the damaged file was changed"
+    );
+    // The documented recovery: move it aside and start with an empty store.
+    std::fs::rename(&store, data.join("messages.redb.damaged")).unwrap();
+    daemon.start_again();
+    assert!(data.join("messages.redb").exists());
+}
