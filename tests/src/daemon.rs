@@ -48,6 +48,8 @@ device_id = \"test-device\"
 [mqtt]
 tls_port = 0
 https_port = 0
+[metrics]
+port = 0
 [agent]
 cool_off_time_unit_secs = 1
 stop_grace_secs = 2

@@ -62,13 +62,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A daemon configuration (device `edge`) with MQTT over TLS on `ip`:8883 and HTTPS (direct
-/// methods) on `ip`:443 (its host name is `ip`, so the server certificate names it) and plain
-/// MQTT on 127.0.0.1:`plain_port`.
+/// A daemon configuration (device `edge`) with MQTT over TLS on `ip`:8883, HTTPS (direct
+/// methods) on `ip`:443 (its host name is `ip`, so the server certificate names it), metrics on
+/// `ip`:9600 and plain MQTT on 127.0.0.1:`plain_port`. `[mqtt]` comes last so that tests may
+/// append keys to it.
 pub fn config(ip: &str, plain_port: u16) -> String {
     format!(
         "device_id = \"edge\"\nhostname = \"{ip}\"\n\
          [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n\
+         [metrics]\nbind = \"{ip}\"\n\
          [mqtt]\nbind = \"{ip}\"\ntls_port = 8883\nhttps_port = 443\n\
          plain_port = {plain_port}\n"
     )

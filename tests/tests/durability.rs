@@ -461,3 +461,137 @@ fn a_damaged_store_stops_the_daemon_with_the_recovery_in_the_error() {
     daemon.start_again();
     assert!(data.join("messages.redb").exists());
 }
+
+/// `GET /metrics` on `ip`:9600.
+fn metrics(ip: &str) -> String {
+    let mut stream = TcpStream::connect((ip, 9600)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the sample `name{labels}` (exactly as written).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_queues_by_priority_expiry_no_route_and_store_commits() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let daemon = Daemon::start("metrics", &mqtt::config(&ip, plain), None);
+    let manifest = deployment(
+        json!({}),
+        json!({
+            "urgent": { "route": "FROM /messages/* WHERE kind = 'urgent' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")", "priority": 2, "timeToLiveSecs": 1 },
+            "normal": "FROM /messages/* WHERE kind = 'normal' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")",
+        }),
+        json!({}),
+    );
+    assert!(daemon.deploy("metrics", &manifest).status.success());
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: add_identity(&daemon, "module", "ext"),
+    };
+    let mut conn = Conn::open(
+        plain,
+        "leaf1",
+        &format!("{ip}/leaf1/?{API}"),
+        &mqtt::token(&leaf, 600),
+    );
+    for (i, kind) in ["urgent", "urgent", "urgent", "normal", "normal", "other"]
+        .iter()
+        .enumerate()
+    {
+        let mut p = Publish::new(
+            format!("devices/leaf1/messages/events/kind={kind}"),
+            QoS::AtLeastOnce,
+            "{}",
+        );
+        p.pkid = i as u16 + 1;
+        assert!(conn.write(|o| {
+            p.write(o).unwrap();
+        }));
+    }
+    let mut acks = 0;
+    while acks < 6 {
+        if let Some(Some(Packet::PubAck(_))) = conn.read() {
+            acks += 1;
+        }
+    }
+    let text = metrics(&ip);
+    assert_eq!(sample(&text, "edgehub_messages_received_total"), 6.0);
+    assert_eq!(
+        sample(&text, "edgehub_messages_dropped_total{reason=\"no_route\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "edgehub_queue_length{endpoint=\"modules/ext\",priority=\"2\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "edgehub_queue_length{endpoint=\"modules/ext\",priority=\"2000000000\"}"
+        ),
+        2.0
+    );
+    assert!(sample(&text, "verge_store_commit_duration_seconds_count") >= 1.0);
+    assert!(sample(&text, "verge_store_file_bytes") > 0.0);
+    assert!(text.contains("# TYPE verge_store_commit_duration_seconds histogram"));
+
+    // The urgent ones expire before anyone takes them; the subscriber gets the other two.
+    std::thread::sleep(Duration::from_millis(1200));
+    let seen = Mutex::new(Seen::default());
+    subscribe_until(
+        ext.connect(),
+        &seen,
+        &AtomicBool::new(false),
+        Some(Duration::from_millis(700)),
+    );
+    assert_eq!(seen.lock().unwrap().messages.len(), 2);
+    let text = metrics(&ip);
+    assert_eq!(
+        sample(
+            &text,
+            "edgehub_messages_dropped_total{reason=\"ttl_expiry\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, "edgehub_messages_sent_total{to=\"modules/ext\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "edgehub_queue_length{endpoint=\"modules/ext\",priority=\"2\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "edgehub_message_process_duration_seconds_count{to=\"modules/ext\"}"
+        ),
+        2.0
+    );
+}

@@ -618,6 +618,10 @@ impl Queue {
         let entry = state.in_flight.remove(seq)?;
         state.forget(&entry);
         state.stats.delivered += 1;
+        let waited = SystemTime::now()
+            .duration_since(entry.enqueued)
+            .unwrap_or_default();
+        state.stats.process_ns += u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         let wake = state.room_for_waiter(&self.limits);
         drop(state);
         if wake {

@@ -18,6 +18,9 @@ pub struct QueueStats {
     pub queued: u64,
     /// Bytes queued or in flight now.
     pub bytes: u64,
+    /// Total time delivered messages spent from admission to ack, ns
+    /// (`edgehub_message_process_duration_seconds_sum`).
+    pub process_ns: u64,
 }
 
 /// Hub-wide counters.

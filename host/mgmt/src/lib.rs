@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod deploy;
+pub mod metrics;
 pub mod server;
 
 use std::path::PathBuf;

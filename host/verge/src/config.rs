@@ -33,6 +33,10 @@
 //! client_ca_file = "/etc/verge/device-ca.pem"  # CAs (PEM) whose client certificates prove
 //!                                       # X.509 CA identities, besides the edge CA
 //!
+//! [metrics]                             # Prometheus text on http://bind:port/metrics
+//! bind = "0.0.0.0"
+//! port = 9600                           # IoT Edge's; 0 turns it off
+//!
 //! [keys]                                # absent: keys in files under data_dir/keys (mode 0600)
 //! pkcs11_library = "/usr/lib/softhsm/libsofthsm2.so"
 //! pkcs11_uri = "pkcs11:token=verge?pin-value=1234"   # or pin-source=file:/path, slot-id=N
@@ -79,6 +83,27 @@ pub struct Config {
     pub mqtt: MqttSection,
     /// Where keys live.
     pub keys: KeysSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the listener.
+    pub bind: std::net::IpAddr,
+    /// Its port; 0 turns it off.
+    pub port: u16,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            port: 9600,
+        }
+    }
 }
 
 /// `[mqtt]`
@@ -203,6 +228,7 @@ impl Default for Config {
             agent: AgentSection::default(),
             mqtt: MqttSection::default(),
             keys: KeysSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

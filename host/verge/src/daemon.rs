@@ -167,6 +167,15 @@ pub async fn run(
         }
     }
 
+    if config.metrics.port != 0 {
+        let addr = std::net::SocketAddr::new(config.metrics.bind, config.metrics.port);
+        let services = services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = verge_mgmt::metrics::serve(services, addr).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint not available");
+            }
+        });
+    }
     let socket = data_dir.join(verge_mgmt::SOCKET);
     let server = tokio::spawn({
         let services = services.clone();
