@@ -301,6 +301,7 @@ async fn hub_run(sinks: usize, duration: Duration, pace: Option<f64>) -> HubRun 
                     .block_on(hub.commit(Commit {
                         messages: batch_of(PACED_BATCH),
                         ack: None,
+                        ..Commit::default()
                     }))
                     .expect("an in-memory hub accepts");
             }))
@@ -316,6 +317,7 @@ async fn hub_run(sinks: usize, duration: Duration, pace: Option<f64>) -> HubRun 
                     hub.commit(Commit {
                         messages,
                         ack: None,
+                        ..Commit::default()
                     })
                     .await
                     .expect("an in-memory hub accepts");
@@ -694,6 +696,7 @@ async fn wasm_pipeline(
                     hub.commit(Commit {
                         messages,
                         ack: None,
+                        ..Commit::default()
                     })
                     .await
                     .expect("an in-memory hub accepts");

@@ -96,6 +96,11 @@ pub struct Commit {
     pub messages: Vec<Arc<Message>>,
     /// Acked once the messages are queued.
     pub ack: Option<Ack>,
+    /// The sender wants no acknowledgement (MQTT QoS 0): the messages go to every consumer at
+    /// once, including those that otherwise wait for durability, and are written to the store
+    /// only if still queued at the next commit. QoS 0 promises at most once; the hub keeps them
+    /// for store-and-forward but makes no durability promise for them.
+    pub at_most_once: bool,
 }
 
 /// What a commit did.
@@ -135,7 +140,7 @@ impl HubOptions {
         Self {
             device_id: device_id.into(),
             queue_limits: QueueLimits::default(),
-            resident_per_queue: 1024,
+            resident_per_queue: 8192,
         }
     }
 }
@@ -328,6 +333,7 @@ impl Hub {
         let mut taps = Vec::new();
         let mut durability = Durability {
             store: self.store.clone(),
+            gated: !commit.at_most_once,
             ..Durability::default()
         };
         for (index, message) in commit.messages.iter().enumerate() {

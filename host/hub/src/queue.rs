@@ -328,10 +328,10 @@ impl Journal {
             .map(|(lane, seq, stored)| (self.key(lane, seq), stored))
             .collect();
         // Fire and forget: the removal commits in order after the entries' insertion.
-        drop(self.store.submit(Batch {
+        self.store.submit_detached(Batch {
             removes,
             ..Batch::default()
-        }));
+        });
     }
 }
 
@@ -614,33 +614,49 @@ impl Queue {
 
     /// Take `seq` out of flight as delivered; the store removal is the caller's.
     fn settle(&self, seq: u64) -> Option<Entry> {
+        let mut settled = None;
+        self.settle_all([seq], |entry| settled = Some(entry));
+        settled
+    }
+
+    /// Take each of `seqs` out of flight as delivered, under one lock; `each` gets every entry
+    /// that was in flight.
+    fn settle_all(&self, seqs: impl IntoIterator<Item = u64>, mut each: impl FnMut(Entry)) {
+        let now = SystemTime::now();
         let mut state = self.lock();
-        let entry = state.in_flight.remove(seq)?;
-        state.forget(&entry);
-        state.stats.delivered += 1;
-        let waited = SystemTime::now()
-            .duration_since(entry.enqueued)
-            .unwrap_or_default();
-        state.stats.process_ns += u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        let mut settled = Vec::new();
+        for seq in seqs {
+            let Some(entry) = state.in_flight.remove(seq) else {
+                continue;
+            };
+            state.forget(&entry);
+            state.stats.delivered += 1;
+            let waited = now.duration_since(entry.enqueued).unwrap_or_default();
+            state.stats.process_ns += u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            settled.push(entry);
+        }
         let wake = state.room_for_waiter(&self.limits);
         drop(state);
         if wake {
             self.writable.notify_waiters();
         }
-        Some(entry)
+        // The entries (their messages) are dropped outside the lock.
+        settled.into_iter().for_each(&mut each);
+    }
+
+    /// Ack every one of `seqs` in flight; returns how many were.
+    fn ack_all(&self, seqs: impl IntoIterator<Item = u64>) -> usize {
+        let mut gone = Vec::new();
+        self.settle_all(seqs, |e| gone.push((e.lane, e.seq, e.stored)));
+        let n = gone.len();
+        if let Some(journal) = &self.journal {
+            journal.remove(gone);
+        }
+        n
     }
 
     fn ack(&self, seq: u64) -> bool {
-        let Some(entry) = self.settle(seq) else {
-            return false;
-        };
-        if let Some(journal) = &self.journal {
-            drop(journal.store.submit(Batch {
-                removes: vec![(journal.key(entry.lane, entry.seq), entry.stored)],
-                ..Batch::default()
-            }));
-        }
-        true
+        self.ack_all([seq]) == 1
     }
 
     fn nack(&self, seq: u64) -> bool {
@@ -773,6 +789,12 @@ impl Consumer {
         self.queue.ack(seq)
     }
 
+    /// Ack every one of `seqs` at once (one lock, one store batch); returns how many were in
+    /// flight.
+    pub fn ack_all(&self, seqs: impl IntoIterator<Item = u64>) -> usize {
+        self.queue.ack_all(seqs)
+    }
+
     /// The entry was not handled: offer it again, at its place. `false` if it was not in flight.
     pub fn nack(&self, seq: u64) -> bool {
         self.queue.nack(seq)
@@ -840,6 +862,8 @@ pub(crate) struct Durability {
     pub reserve: u64,
     /// The store, if the hub has one.
     pub store: Option<Arc<Store>>,
+    /// Consumers that wait for durability wait for this batch (not for at-most-once messages).
+    pub gated: bool,
 }
 
 impl Durability {
@@ -934,7 +958,10 @@ pub(crate) async fn admit(
                         return Err(e);
                     }
                 };
-                let ticket = durable.as_ref().map_or(0, |(ticket, _)| *ticket);
+                let ticket = match &durable {
+                    Some((ticket, _)) if durability.gated => *ticket,
+                    _ => 0,
+                };
                 for ((guard, batch), queue) in
                     guards.iter_mut().zip(entries.iter_mut()).zip(&queues)
                 {

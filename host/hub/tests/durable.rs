@@ -70,6 +70,7 @@ async fn send(hub: &Hub, bodies: impl IntoIterator<Item = String>, prio: &str) {
     hub.commit(Commit {
         messages,
         ack: None,
+        ..Commit::default()
     })
     .await
     .expect("committed");
@@ -176,6 +177,7 @@ async fn taking_an_input_and_queueing_its_outputs_is_one_commit() {
         hub.commit(Commit {
             messages: vec![Arc::new(y0)],
             ack: Some(consumer.ack_token(x0.seq)),
+            ..Commit::default()
         })
         .await
         .expect("committed");
@@ -208,6 +210,7 @@ async fn a_full_store_refuses_new_commits_and_keeps_what_it_accepted() {
             .commit(Commit {
                 messages: vec![m],
                 ack: None,
+                ..Commit::default()
             })
             .await
         {
@@ -231,6 +234,7 @@ async fn a_full_store_refuses_new_commits_and_keeps_what_it_accepted() {
     hub.commit(Commit {
         messages: vec![m],
         ack: None,
+        ..Commit::default()
     })
     .await
     .expect("room after delivery");

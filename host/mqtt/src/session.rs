@@ -262,6 +262,10 @@ struct Session {
     next_rid: u64,
     /// Reused buffers.
     batch: Vec<Arc<Message>>,
+    /// Whether a message of the batch came at QoS 1 (else the batch is at most once).
+    batch_acked: bool,
+    /// Deliveries the client PUBACKed in the packets being handled.
+    acked: Vec<u64>,
     pubacks: Vec<u16>,
     pending: VecDeque<Pending>,
     entries: Vec<Entry>,
@@ -285,6 +289,8 @@ impl Session {
             pending_calls: HashMap::new(),
             next_rid: 1,
             batch: Vec::new(),
+            batch_acked: false,
+            acked: Vec::new(),
             pubacks: Vec::new(),
             pending: VecDeque::new(),
             entries: Vec::new(),
@@ -321,7 +327,11 @@ impl Session {
                     Ok(0) => Err(End::Closed),
                     Ok(_) => {
                         deadline = Instant::now() + keep_alive.unwrap_or(far);
-                        self.on_readable(wire).await
+                        let handled = self.on_readable(wire).await;
+                        if let Some(consumer) = &self.inputs {
+                            consumer.ack_all(self.acked.drain(..));
+                        }
+                        handled
                     }
                     Err(e) => Err(End::Io(e)),
                 },
@@ -403,6 +413,7 @@ impl Session {
             .submit(Commit {
                 messages,
                 ack: None,
+                at_most_once: !std::mem::take(&mut self.batch_acked),
             })
             .await
             .map_err(|e| {
@@ -423,10 +434,9 @@ impl Session {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out),
             Packet::PubAck(ack) => {
-                if let (Some(seq), Some(consumer)) =
-                    (self.in_flight.remove(&ack.pkid), &self.inputs)
-                {
-                    consumer.ack(seq);
+                // Acked together once the packets read are handled (one lock, one store batch).
+                if let Some(seq) = self.in_flight.remove(&ack.pkid) {
+                    self.acked.push(seq);
                 }
                 Ok(())
             }
@@ -485,6 +495,7 @@ impl Session {
                 self.broker.hub.stamp(&self.identity, output, &mut message);
                 self.batch.push(Arc::new(message));
                 if p.qos == QoS::AtLeastOnce {
+                    self.batch_acked = true;
                     self.pubacks.push(p.pkid);
                 }
             }
@@ -647,6 +658,7 @@ impl Session {
     fn deliver(&mut self, out: &mut BytesMut) {
         let Some(consumer) = &self.inputs else { return };
         let n = self.entries.len() as u64;
+        let mut done = Vec::new();
         for entry in self.entries.drain(..) {
             let input = entry.input.as_deref().unwrap_or("default");
             let device = self.identity.device_id();
@@ -658,7 +670,7 @@ impl Session {
                     if !codec::put_publish(out, &self.topic, Delivery::AtMostOnce, body) {
                         undeliverable(&self.identity, &entry);
                     }
-                    consumer.ack(entry.seq);
+                    done.push(entry.seq);
                 }
                 _ => {
                     let pkid = next_pkid(&mut self.next_pkid, &self.in_flight);
@@ -672,11 +684,12 @@ impl Session {
                         self.in_flight.insert(pkid, entry.seq);
                     } else {
                         undeliverable(&self.identity, &entry);
-                        consumer.ack(entry.seq);
+                        done.push(entry.seq);
                     }
                 }
             }
         }
+        consumer.ack_all(done);
         add(&self.broker.counters.messages_out, n);
     }
 

@@ -7,8 +7,12 @@
 //! ```text
 //! message: 1u8 | body_len u32 | body | app properties | system properties
 //! properties: count u16 | (name_len u16 | name | value_len u32 (u32::MAX = null) | value)*
-//! entry: 1u8 | message u64 | size u32 | enqueued_ms u64 | expires_ms u64 (0 = never) | input
+//! entry: 1u8 | message u64 | size u32 | enqueued_ms u64 | expires_ms u64 (0 = never)
+//!        | input_len u16 | input | the message itself, when no other entry points at it
 //! ```
+//!
+//! A message only one queue holds (the common case) is stored inline in its entry: one row to
+//! write and one to remove instead of two of each.
 //!
 //! Integers are little-endian. Decoding checks every length against what is left, so a damaged
 //! value is an error, never a panic or an over-read.
@@ -112,20 +116,22 @@ pub struct EntryMeta {
 }
 
 impl EntryMeta {
-    /// Append the stored form to `out`.
+    /// Append the stored form to `out` (an inline message goes after it).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(ENTRY_V1);
         out.extend_from_slice(&self.message.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.enqueued_ms.to_le_bytes());
         out.extend_from_slice(&self.expires_ms.to_le_bytes());
-        if let Some(input) = &self.input {
-            out.extend_from_slice(input.as_bytes());
-        }
+        let input = self.input.as_deref().unwrap_or("").as_bytes();
+        let input = &input[..input.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(input.len() as u16).to_le_bytes());
+        out.extend_from_slice(input);
     }
 
-    /// Decode the stored form.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decode the stored form: the entry, and its inline message's stored form (empty when the
+    /// message is stored on its own).
+    pub fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), DecodeError> {
         let mut r = Reader::new(bytes, "a stored queue entry");
         if r.u8()? != ENTRY_V1 {
             return Err(r.error("unknown format version"));
@@ -134,21 +140,19 @@ impl EntryMeta {
         let size = r.u32()?;
         let enqueued_ms = r.u64()?;
         let expires_ms = r.u64()?;
-        let rest = r.rest();
-        let input = if rest.is_empty() {
-            None
-        } else {
-            Some(Arc::from(
-                std::str::from_utf8(rest).map_err(|_| r.error("input name is not UTF-8"))?,
-            ))
+        let len = usize::from(r.u16()?);
+        let input = match r.str(len)? {
+            "" => None,
+            name => Some(Arc::from(name)),
         };
-        Ok(Self {
+        let meta = Self {
             message,
             size,
             enqueued_ms,
             expires_ms,
             input,
-        })
+        };
+        Ok((meta, r.rest()))
     }
 
     /// Whether it has expired at `now_ms`.
@@ -278,8 +282,10 @@ mod tests {
             };
             let mut out = Vec::new();
             meta.encode(&mut out);
-            assert_eq!(EntryMeta::decode(&out), Ok(meta));
+            assert_eq!(EntryMeta::decode(&out), Ok((meta.clone(), &[][..])));
             assert!(EntryMeta::decode(&out[..10]).is_err());
+            out.extend_from_slice(b"inline");
+            assert_eq!(EntryMeta::decode(&out), Ok((meta, &b"inline"[..])));
         }
     }
 }

@@ -9,7 +9,9 @@
 //! | `messages` | message id (`u64`)     | the message ([`codec`])                     |
 //! | `refs`     | message id             | references, only for messages in 2+ queues  |
 //!
-//! A message is stored once however many queues it goes to; an entry per queue points at it.
+//! A message is stored once however many queues it goes to; an entry per queue points at it. A
+//! message in one queue only (the common case) is stored inline in its entry instead, and
+//! `messages` and `refs` never see it.
 //!
 //! Every change goes through [`Store::submit`] as a [`Batch`] to one writer thread, which
 //! commits everything that queued up while the previous commit was syncing in one redb write
@@ -333,6 +335,12 @@ impl Store {
         path: &Path,
         options: StoreOptions,
     ) -> Result<(Arc<Self>, Vec<RecoveredQueue>), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
         let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let mut builder = Database::builder();
         builder
@@ -466,6 +474,22 @@ impl Store {
         self.submit_ticketed(batch).1
     }
 
+    /// [`Store::submit`] for a batch nobody waits for (removals of delivered entries): no
+    /// completion is allocated.
+    pub fn submit_detached(&self, batch: Batch) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.1 += 1;
+        let job = Job {
+            ticket: jobs.1,
+            batch,
+            done: None,
+        };
+        if let Some(tx) = &jobs.0 {
+            // A closed store has nothing left to remove from.
+            let _ = tx.send(job);
+        }
+    }
+
     /// [`Store::submit`], also returning the batch's ticket: it is durable once
     /// [`Store::durable_through`] reaches it.
     pub fn submit_ticketed(&self, batch: Batch) -> (u64, Durable) {
@@ -536,9 +560,11 @@ impl Store {
         for row in range.take(max) {
             let (key, value) = row.map_err(StoreError::io)?;
             let (queue, lane, seq) = key.value();
-            let meta = EntryMeta::decode(value.value())?;
+            let (meta, inline) = EntryMeta::decode(value.value())?;
             let message = if meta.expired(now_ms) {
                 None
+            } else if !inline.is_empty() {
+                Some(codec::decode_message(inline)?)
             } else {
                 let bytes = messages
                     .get(meta.message)
@@ -572,7 +598,7 @@ impl Store {
             .map_err(StoreError::io)?;
         for row in range.take(max) {
             let (key, value) = row.map_err(StoreError::io)?;
-            let meta = EntryMeta::decode(value.value())?;
+            let (meta, _) = EntryMeta::decode(value.value())?;
             if !meta.expired(now_ms) {
                 break;
             }
@@ -669,11 +695,15 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
     let next_queue = queues.last().map_or(0, |q| q.id + 1);
     let entries = txn.open_table(ENTRIES).map_err(StoreError::io)?;
     let mut count = 0;
+    let mut message_bytes = 0;
+    let mut next_message = 1;
     for row in entries.iter().map_err(StoreError::io)? {
         let (key, value) = row.map_err(StoreError::io)?;
         let (queue, lane, seq) = key.value();
-        let meta = EntryMeta::decode(value.value())?;
+        let (meta, inline) = EntryMeta::decode(value.value())?;
         count += 1;
+        message_bytes += inline.len() as u64;
+        next_message = next_message.max(meta.message + 1);
         let Ok(at) = queues.binary_search_by_key(&queue, |q| q.id) else {
             return Err(StoreError::Io(
                 format!("entries of unknown queue {queue}").into(),
@@ -695,12 +725,10 @@ fn recover(db: &Database) -> Result<Recovered, StoreError> {
         }
     }
     let messages = txn.open_table(MESSAGES).map_err(StoreError::io)?;
-    let mut message_bytes = 0;
-    let mut next_message = 1;
     for row in messages.iter().map_err(StoreError::io)? {
         let (id, value) = row.map_err(StoreError::io)?;
         message_bytes += value.value().len() as u64;
-        next_message = id.value() + 1;
+        next_message = next_message.max(id.value() + 1);
     }
     Ok(Recovered {
         queues,

@@ -19,7 +19,8 @@ use redb::{ReadableTable, WriteTransaction};
 use verge_message::Message;
 
 use crate::{
-    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, Job, MESSAGES, QUEUES, REFS, Shared, StoreError, codec,
+    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, EntryMeta, Job, MESSAGES, QUEUES, REFS, Shared,
+    StoreError, codec,
 };
 
 /// Changes of one commit window, folded.
@@ -28,7 +29,8 @@ struct Window {
     queues: Vec<(String, u32)>,
     /// id → (message, entries of this window pointing at it)
     messages: BTreeMap<u64, (Arc<Message>, u32)>,
-    inserts: BTreeMap<EntryKey, Vec<u8>>,
+    /// key → (encoded meta, message id)
+    inserts: BTreeMap<EntryKey, (Vec<u8>, u64)>,
     /// Entries committed earlier, to remove, with their message.
     removes: Vec<(EntryKey, u64)>,
     /// Bytes of messages cancelled within the window.
@@ -47,7 +49,7 @@ impl Window {
         for (key, meta) in batch.inserts.drain(..) {
             buf.clear();
             meta.encode(&mut buf);
-            self.inserts.insert(key, buf.clone());
+            self.inserts.insert(key, (buf.clone(), meta.message));
         }
         for (key, message) in batch.removes.drain(..) {
             if self.inserts.remove(&key).is_none() {
@@ -85,7 +87,7 @@ fn apply(txn: &WriteTransaction, window: &Window) -> Result<Applied, redb::Error
     let mut applied = Applied {
         entries_added: window.inserts.len() as u64,
         entries_removed: 0,
-        messages_written: window.messages.len() as u64,
+        messages_written: 0,
         bytes_freed: 0,
     };
     if !window.queues.is_empty() {
@@ -97,23 +99,40 @@ fn apply(txn: &WriteTransaction, window: &Window) -> Result<Applied, redb::Error
     let mut entries = txn.open_table(ENTRIES)?;
     let mut messages = txn.open_table(MESSAGES)?;
     let mut refs = txn.open_table(REFS)?;
-    for (key, meta) in &window.inserts {
-        entries.insert(key.tuple(), meta.as_slice())?;
+    let mut value = Vec::new();
+    for (key, (meta, id)) in &window.inserts {
+        value.clear();
+        value.extend_from_slice(meta);
+        // The only entry of its message: the message goes inline.
+        if let Some((message, 1)) = window.messages.get(id) {
+            codec::encode_message(message, &mut value);
+            applied.messages_written += 1;
+        }
+        entries.insert(key.tuple(), value.as_slice())?;
     }
-    let mut bytes = Vec::new();
     for (id, (message, n)) in &window.messages {
-        bytes.clear();
-        codec::encode_message(message, &mut bytes);
-        messages.insert(id, bytes.as_slice())?;
         if *n > 1 {
+            value.clear();
+            codec::encode_message(message, &mut value);
+            messages.insert(id, value.as_slice())?;
             refs.insert(id, n)?;
+            applied.messages_written += 1;
         }
     }
     let mut released: HashMap<u64, u32> = HashMap::new();
     for (key, message) in &window.removes {
         // An entry that is not there was never committed (its commit failed): nothing to do.
-        if entries.remove(key.tuple())?.is_some() {
-            applied.entries_removed += 1;
+        let Some(old) = entries.remove(key.tuple())? else {
+            continue;
+        };
+        applied.entries_removed += 1;
+        let inline = match EntryMeta::decode(old.value()) {
+            Ok((_, inline)) => inline.len() as u64,
+            Err(_) => 0,
+        };
+        if inline > 0 {
+            applied.bytes_freed += inline;
+        } else {
             *released.entry(*message).or_default() += 1;
         }
     }

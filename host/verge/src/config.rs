@@ -15,7 +15,7 @@
 //! path = "messages.redb"                # relative to data_dir
 //! max_size_mb = 0                       # stored messages beyond which new ones are refused; 0 = no limit
 //! cache_mb = 16                         # redb's page cache
-//! resident_per_queue = 1024             # queued messages per queue kept in memory; the rest stays on disk
+//! resident_per_queue = 8192             # queued messages per queue kept in memory; the rest stays on disk
 //!
 //! [wasm]
 //! max_modules = 64                      # sizes the pooling allocator
@@ -174,7 +174,7 @@ impl Default for StoreSection {
             path: PathBuf::from("messages.redb"),
             max_size_mb: 0,
             cache_mb: 16,
-            resident_per_queue: 1024,
+            resident_per_queue: 8192,
         }
     }
 }

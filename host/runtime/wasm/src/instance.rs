@@ -251,7 +251,7 @@ impl Instance {
         let n = messages.len();
         let hub = Arc::clone(&self.store.data().hub);
         let submitted = tokio::select! {
-            submitted = hub.submit(Commit { messages, ack }) => submitted,
+            submitted = hub.submit(Commit { messages, ack, ..Commit::default() }) => submitted,
             _ = control.stop_requested() => return Sent::Stopped,
         };
         match submitted {

@@ -109,6 +109,7 @@ impl Rig {
             .commit(Commit {
                 messages: vec![Arc::clone(&m)],
                 ack: None,
+                ..Commit::default()
             })
             .await
             .expect("an in-memory hub accepts");
