@@ -135,17 +135,7 @@ fn hub_with(routes: &[String]) -> Arc<Hub> {
         queue_limits: QueueLimits::default(),
         resident_per_queue: usize::MAX,
     });
-    let specs: Vec<RouteSpec> = routes
-        .iter()
-        .enumerate()
-        .map(|(i, route)| RouteSpec {
-            name: format!("r{i}"),
-            route: route.clone(),
-            priority: None,
-            time_to_live_secs: None,
-        })
-        .collect();
-    hub.install(RouteSet::compile(&specs, 7200).expect("bench routes compile"));
+    hub.install(RouteSet::compile(&route_specs(routes), 7200).expect("bench routes compile"));
     hub
 }
 
@@ -520,12 +510,48 @@ struct WasmRig {
     image: String,
 }
 
+/// A hub on a fresh durable store under `target/bench/`, with `routes`.
+fn durable_hub_with(routes: &[String]) -> Arc<Hub> {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let dir = report::bench_dir().join(format!(
+        "store-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (store, recovered) = verge_store::Store::open(
+        &dir.join("messages.redb"),
+        verge_store::StoreOptions::default(),
+    )
+    .expect("open a bench store");
+    let hub = Hub::with_store(HubOptions::new(DEVICE), store, &recovered);
+    hub.install(RouteSet::compile(&route_specs(routes), 7200).expect("bench routes compile"));
+    hub
+}
+
+fn route_specs(routes: &[String]) -> Vec<RouteSpec> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| RouteSpec {
+            name: format!("r{i}"),
+            route: route.clone(),
+            priority: None,
+            time_to_live_secs: None,
+        })
+        .collect()
+}
+
 impl WasmRig {
-    fn new(routes: &[String]) -> Self {
+    fn new(routes: &[String], durable: bool) -> Self {
         let cache = report::bench_dir().join("wasm-cache");
         let runtime = WasmRuntime::new(WasmOptions::new(cache)).expect("wasm runtime");
         Self {
-            hub: hub_with(routes),
+            hub: if durable {
+                durable_hub_with(routes)
+            } else {
+                hub_with(routes)
+            },
             twins: Arc::new(TwinStore::new()),
             runtime,
             image: verge_tests::guest("misbehave").display().to_string(),
@@ -627,7 +653,18 @@ async fn wasm_run(
     warmup: Duration,
     measure: Duration,
 ) -> WasmRun {
-    tokio::spawn(wasm_pipeline(feed, relay, stamp, warmup, measure))
+    wasm_run_on(feed, relay, stamp, false, warmup, measure).await
+}
+
+async fn wasm_run_on(
+    feed: Feed,
+    relay: bool,
+    stamp: bool,
+    durable: bool,
+    warmup: Duration,
+    measure: Duration,
+) -> WasmRun {
+    tokio::spawn(wasm_pipeline(feed, relay, stamp, durable, warmup, measure))
         .await
         .expect("wasm run")
 }
@@ -636,6 +673,7 @@ async fn wasm_pipeline(
     feed: Feed,
     relay: bool,
     stamp: bool,
+    durable: bool,
     warmup: Duration,
     measure: Duration,
 ) -> WasmRun {
@@ -651,7 +689,7 @@ async fn wasm_pipeline(
     if relay {
         routes.push(RELAY_TO_UPSTREAM.into());
     }
-    let rig = WasmRig::new(&routes);
+    let rig = WasmRig::new(&routes, durable);
     let mut upstream = rig
         .hub
         .consume(&Target::Upstream)
@@ -828,6 +866,30 @@ async fn wasm_scenarios(rows: &mut Vec<Row>, filter: &Filter) {
                 QueueLimits::default().max_messages,
                 run.messages as f64 / run.takes.max(1) as f64,
                 run.parks as f64 * 1000.0 / run.messages.max(1) as f64,
+                percentages(&run.workers_busy)
+            ),
+            ..Row::default()
+        });
+    }
+    if filter.matches("wasm-relay-durable") {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let cpu = CpuMeter::start();
+            let run = wasm_run_on(source, true, false, true, warmup, scaled(3.0)).await;
+            runs.push((run, cpu.cores()));
+        }
+        let ((run, cores), rates) = median(runs, |(r, _)| r.messages as f64 / r.seconds);
+        rows.push(Row {
+            scenario: "wasm-relay-durable".into(),
+            messages: run.messages,
+            seconds: run.seconds,
+            rate: run.messages as f64 / run.seconds,
+            unit: "msg/s",
+            extra: Cores(Some(cores)),
+            goal: "report vs wasm-relay".into(),
+            notes: format!(
+                "median of {RUNS} ({rates}); as wasm-relay on the durable store: every relay input is taken and its output queued in one store batch (exactly once); relay queue avg {:.0}; workers busy {}",
+                run.first_queue_avg,
                 percentages(&run.workers_busy)
             ),
             ..Row::default()

@@ -748,8 +748,21 @@ impl Consumer {
     }
 
     /// Wait for at least one entry and take up to `max`.
+    ///
+    /// With a store, a consumer also waits while the store's writer is far behind (a backlog
+    /// being drained faster than its removals commit), so live traffic's commits stay quick.
     pub async fn take(&mut self, max: usize, out: &mut Vec<Entry>) -> usize {
         let queue = Arc::clone(&self.queue);
+        if let (Some(journal), Some(commits)) = (&queue.journal, &mut self.commits) {
+            while journal.store.backlog() > verge_store::BACKLOG_LIMIT {
+                commits.mark_unchanged();
+                if journal.store.backlog() <= verge_store::BACKLOG_LIMIT
+                    || commits.changed().await.is_err()
+                {
+                    break;
+                }
+            }
+        }
         loop {
             let mut readable = pin!(queue.readable.notified());
             readable.as_mut().enable();

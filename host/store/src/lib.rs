@@ -127,7 +127,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 16 << 20,
             max_bytes: None,
-            max_batch: 8192,
+            max_batch: 65_536,
             compact_above: 64 << 20,
         }
     }
@@ -244,6 +244,9 @@ pub struct StoreStats {
     pub compactions: u64,
 }
 
+/// Uncommitted changes beyond which consumers wait for the writer ([`Store::backlog`]).
+pub const BACKLOG_LIMIT: u64 = 16_384;
+
 /// Upper bounds of the commit-duration buckets, ms.
 pub const COMMIT_BUCKETS_MS: [f64; 9] = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
 
@@ -267,6 +270,8 @@ struct Shared {
     counters: Counters,
     /// The ticket of the newest batch on disk (every earlier one is too).
     committed: watch::Sender<u64>,
+    /// Changes submitted and not committed yet.
+    backlog: AtomicU64,
     options: StoreOptions,
 }
 
@@ -391,6 +396,7 @@ impl Store {
             used: AtomicU64::new(recovered.message_bytes),
             counters: Counters::default(),
             committed,
+            backlog: AtomicU64::new(0),
             options,
         });
         shared
@@ -477,6 +483,9 @@ impl Store {
     /// [`Store::submit`] for a batch nobody waits for (removals of delivered entries): no
     /// completion is allocated.
     pub fn submit_detached(&self, batch: Batch) {
+        self.shared
+            .backlog
+            .fetch_add(batch.ops() as u64, Ordering::Relaxed);
         let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         jobs.1 += 1;
         let job = Job {
@@ -494,6 +503,9 @@ impl Store {
     /// [`Store::durable_through`] reaches it.
     pub fn submit_ticketed(&self, batch: Batch) -> (u64, Durable) {
         let (done, rx) = oneshot::channel();
+        self.shared
+            .backlog
+            .fetch_add(batch.ops() as u64, Ordering::Relaxed);
         let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         jobs.1 += 1;
         let ticket = jobs.1;
@@ -506,6 +518,13 @@ impl Store {
             Some(Ok(())) => (ticket, Durable(Some(rx), None)),
             _ => (ticket, Durable::ready(Err(StoreError::Closed))),
         }
+    }
+
+    /// Changes submitted and not yet committed. Consumers that remove faster than the writer
+    /// commits hold back while this is large ([`BACKLOG_LIMIT`]), so that the commits of live
+    /// traffic never queue behind a flood of removals.
+    pub fn backlog(&self) -> u64 {
+        self.shared.backlog.load(Ordering::Relaxed)
     }
 
     /// The ticket of the newest batch on disk; every batch with a smaller ticket is on disk too.

@@ -262,6 +262,7 @@ pub(crate) fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
                 }
             }
         };
+        shared.backlog.fetch_sub(ops as u64, Ordering::Relaxed);
         if let Some(last) = pending.last() {
             shared.committed.send_replace(last.ticket);
         }
