@@ -808,9 +808,8 @@ async fn wasm_pipeline(
                 }
             }
         }
-        for e in out.drain(..) {
-            upstream.ack(e.seq);
-        }
+        // One ack for what was taken, as an upstream link acks a batch.
+        upstream.ack_all(out.drain(..).map(|e| e.seq));
     }
     run.first_queue_avg = queue_samples.0 as f64 / queue_samples.1.max(1) as f64;
     if let Some(feeder) = feeder {

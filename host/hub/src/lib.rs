@@ -319,10 +319,15 @@ impl Hub {
     /// Route and queue the messages of `commit`, all or nothing, then apply its ack; the
     /// returned [`Durable`] resolves when the commit is on disk.
     ///
-    /// Waits while a destination queue is full. Dropping the future before it completes
+    /// Waits while a destination queue is full, or while the store's writer is far behind.
+    /// Dropping the future before it completes
     /// queues nothing and acks nothing. A store that is full refuses the whole commit
     /// ([`StoreError::Full`]): nothing is queued and the input is not acked.
     pub async fn submit(&self, commit: Commit) -> Result<Submitted, StoreError> {
+        // Nobody outruns the disk: a producer waits while the store's writer is far behind.
+        if let Some(store) = &self.store {
+            store.wait_backlog(verge_store::BACKLOG_LIMIT).await;
+        }
         let now = Instant::now();
         let enqueued = SystemTime::now();
         let table = self.table.load();

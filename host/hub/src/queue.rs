@@ -753,15 +753,11 @@ impl Consumer {
     /// being drained faster than its removals commit), so live traffic's commits stay quick.
     pub async fn take(&mut self, max: usize, out: &mut Vec<Entry>) -> usize {
         let queue = Arc::clone(&self.queue);
-        if let (Some(journal), Some(commits)) = (&queue.journal, &mut self.commits) {
-            while journal.store.backlog() > verge_store::BACKLOG_LIMIT {
-                commits.mark_unchanged();
-                if journal.store.backlog() <= verge_store::BACKLOG_LIMIT
-                    || commits.changed().await.is_err()
-                {
-                    break;
-                }
-            }
+        if let Some(journal) = &queue.journal {
+            journal
+                .store
+                .wait_backlog(4 * verge_store::BACKLOG_LIMIT)
+                .await;
         }
         loop {
             let mut readable = pin!(queue.readable.notified());

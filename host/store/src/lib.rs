@@ -244,7 +244,7 @@ pub struct StoreStats {
     pub compactions: u64,
 }
 
-/// Uncommitted changes beyond which consumers wait for the writer ([`Store::backlog`]).
+/// Uncommitted changes beyond which producers wait for the writer ([`Store::wait_backlog`]).
 pub const BACKLOG_LIMIT: u64 = 16_384;
 
 /// Upper bounds of the commit-duration buckets, ms.
@@ -520,11 +520,25 @@ impl Store {
         }
     }
 
-    /// Changes submitted and not yet committed. Consumers that remove faster than the writer
-    /// commits hold back while this is large ([`BACKLOG_LIMIT`]), so that the commits of live
-    /// traffic never queue behind a flood of removals.
+    /// Changes submitted and not yet committed.
     pub fn backlog(&self) -> u64 {
         self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Wait until at most `limit` changes are waiting for the writer. Producers wait below
+    /// [`BACKLOG_LIMIT`], so that nobody outruns the disk; consumers below a multiple of it, so
+    /// that a backlog drained faster than its removals commit does not delay live commits.
+    pub async fn wait_backlog(&self, limit: u64) {
+        if self.backlog() <= limit {
+            return;
+        }
+        let mut commits = self.commits();
+        while self.backlog() > limit {
+            commits.mark_unchanged();
+            if self.backlog() <= limit || commits.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The ticket of the newest batch on disk; every batch with a smaller ticket is on disk too.
