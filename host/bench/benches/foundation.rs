@@ -1,7 +1,8 @@
 //! Verge's foundation benchmarks: `cargo bench -p verge-bench [-- FILTER...]`.
 //!
 //! 256-byte messages, routes as a deployment writes them (`FROM /messages/modules/src/outputs/*
-//! INTO ...`), the hub's default queue limits (10 000 messages), tokio's multi-thread runtime.
+//! INTO ...`), the hub's default queue limits, tokio's multi-thread runtime. Queues in memory, except
+//! `wasm-relay-durable` (a fresh redb store under `target/bench/`, the daemon's store defaults).
 //!
 //! - `hub-1to1`, `hub-1to4`: the hub alone. One producer task commits batches of 64 stamped
 //!   messages (`Hub::commit`, no ack) as fast as it can; each consumer task takes up to 256
@@ -15,6 +16,8 @@
 //! - `wasm-relay`: live instances. misbehave `source` (Burst=1000 per tick) → misbehave `relay` →
 //!   `$upstream`, taken and acked by a harness task; rate counted at `$upstream`; median of 3.
 //!   `wasm-stage-relay` and `wasm-stage-source` run each stage alone, to see which one limits.
+//!   `wasm-relay-durable` is `wasm-relay` on the durable store: each relay input is taken and its
+//!   output queued in one store batch.
 //! - `wasm-hop-lat-*`: sources sending one message per call; the relay (`Stamp=1`) sets `t1` as
 //!   it starts handling a message, the source set `t0` as it sent it (wall-clock ns): hop = t1 − t0.
 //!

@@ -4,7 +4,8 @@
 //! socket. Both brokers run in the same bench run, driven by the same load generator.
 //!
 //! - Verge, in this process: a hub for edge device `bench-edge` with the route `FROM /messages/*
-//!   INTO BrokeredEndpoint("/modules/sub/inputs/in")` (default queue limits: 10 000 messages), a
+//!   INTO BrokeredEndpoint("/modules/sub/inputs/in")` on the durable store (a fresh redb file,
+//!   the daemon's defaults: PUBACK after the group commit), a
 //!   twin store, an identity registry on a file key store with leaf device `pub` and external
 //!   module `sub` (SAS tokens from `Registry::token_for`), and `Broker::serve_plain` with
 //!   `BrokerOptions::default()` (512 QoS 1 deliveries in flight) on its own 2-worker tokio runtime.
