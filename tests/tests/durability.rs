@@ -595,3 +595,109 @@ fn metrics_count_queues_by_priority_expiry_no_route_and_store_commits() {
         2.0
     );
 }
+
+#[test]
+fn a_full_store_refuses_a_publisher_without_puback_and_keeps_what_it_accepted() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let config =
+        mqtt::config(&ip, plain).replace("[metrics]", "[store]\nmax_size_mb = 1\n[metrics]");
+    let daemon = Daemon::start("store-full", &config, None);
+    deploy_routes(
+        &daemon,
+        json!({}),
+        json!({ "toExt": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
+    );
+    let leaf = add_identity(&daemon, "device", "leaf1");
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: add_identity(&daemon, "module", "ext"),
+    };
+    // 64 KiB messages, one at a time, until one gets no PUBACK.
+    let mut conn = Conn::open(
+        plain,
+        "leaf1",
+        &format!("{ip}/leaf1/?{API}"),
+        &mqtt::token(&leaf, 600),
+    );
+    let body = "x".repeat(64 * 1024);
+    let mut acked = 0u16;
+    let closed = loop {
+        let mut p = Publish::new(
+            format!("devices/leaf1/messages/events/n={acked}"),
+            QoS::AtLeastOnce,
+            body.clone(),
+        );
+        p.pkid = acked + 1;
+        assert!(conn.write(|o| {
+            p.write(o).unwrap();
+        }));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            match conn.read() {
+                Some(Some(Packet::PubAck(a))) => break Some(a.pkid),
+                Some(Some(_)) => {}
+                Some(None) if Instant::now() < deadline => {}
+                Some(None) => panic!("neither PUBACK nor close within 5 s"),
+                None => break None,
+            }
+        };
+        match answer {
+            Some(pkid) => {
+                assert_eq!(pkid, acked + 1);
+                acked += 1;
+                assert!(acked < 64, "1 MiB store took 64 MiB");
+            }
+            None => break acked,
+        }
+    };
+    assert!(closed >= 10, "refused after only {closed} messages");
+    let log = daemon.log();
+    assert!(
+        log.contains("message store is full"),
+        "no reason in the log:\n{log}"
+    );
+    assert!(sample(&metrics(&ip), "verge_mqtt_publishes_refused_total") >= 1.0);
+    // Everything acknowledged is still delivered.
+    let seen = Mutex::new(Seen::default());
+    subscribe_until(
+        ext.connect(),
+        &seen,
+        &AtomicBool::new(false),
+        Some(Duration::from_millis(700)),
+    );
+    let got: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .messages
+        .iter()
+        .map(|(_, p, _)| p["n"].clone())
+        .collect();
+    let expected: Vec<String> = (0..closed).map(|n| n.to_string()).collect();
+    assert_eq!(got, expected);
+    // And with the store drained, the publisher is accepted again.
+    let mut again = Conn::open(
+        plain,
+        "leaf1",
+        &format!("{ip}/leaf1/?{API}"),
+        &mqtt::token(&leaf, 600),
+    );
+    let mut p = Publish::new(
+        "devices/leaf1/messages/events/n=again",
+        QoS::AtLeastOnce,
+        body,
+    );
+    p.pkid = 1;
+    assert!(again.write(|o| {
+        p.write(o).unwrap();
+    }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match again.read() {
+            Some(Some(Packet::PubAck(a))) if a.pkid == 1 => break,
+            Some(_) if Instant::now() < deadline => {}
+            other => panic!("not accepted after the drain: {other:?}"),
+        }
+    }
+}
