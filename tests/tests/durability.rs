@@ -137,7 +137,8 @@ fn properties(topic: &str) -> HashMap<String, String> {
         .unwrap_or("");
     bag.split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        // Keys and values here are plain but for the `$` of system properties.
+        .map(|(k, v)| (k.replace("%24", "$"), v.to_owned()))
         .collect()
 }
 
@@ -700,4 +701,115 @@ fn a_full_store_refuses_a_publisher_without_puback_and_keeps_what_it_accepted() 
             other => panic!("not accepted after the drain: {other:?}"),
         }
     }
+}
+
+/// A child daemon whose `[upstream]` is `root`, with its own loopback address.
+fn child_config(root: &Daemon, name: &str) -> String {
+    let cs = add_identity(root, "edge-device", name);
+    let ca = root.dir().join(format!("{name}-parent-ca.pem"));
+    std::fs::write(&ca, root.cli_ok(&["trust-bundle"])).unwrap();
+    format!(
+        "device_id = \"{name}\"\n[mqtt]\ntls_port = 0\nhttps_port = 0\n[metrics]\nport = 0\n\
+         [upstream]\nconnection_string = \"{cs}\"\ntrust_bundle = \"{}\"\n\
+         [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n",
+        ca.display()
+    )
+}
+
+#[test]
+fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let mut root = Daemon::start("root", &mqtt::config(&ip, plain), None);
+    deploy_routes(
+        &root,
+        json!({}),
+        json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
+    );
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: add_identity(&root, "module", "ext"),
+    };
+    let child = Daemon::start("child", &child_config(&root, "child"), None);
+    let total = 400u64;
+    let manifest = deployment(
+        json!({ "source": wasm_module(&guest("misbehave"), &[("Mode", json!("source")), ("Tag", json!("1")),
+            ("Burst", json!("4")), ("TickMs", json!("20")), ("Size", json!("32")), ("Total", json!(total.to_string()))], json!({})) }),
+        json!({ "up": "FROM /messages/modules/source/outputs/* INTO $upstream" }),
+        json!({}),
+    );
+    let out = child.deploy("child", &manifest);
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+
+    // Some arrive; then the root goes away for a while and comes back.
+    let seen = Mutex::new(Seen::default());
+    let stop = AtomicBool::new(false);
+    let conn = ext.connect();
+    std::thread::scope(|s| {
+        s.spawn(|| subscribe_until(conn, &seen, &stop, None));
+        let started = Instant::now();
+        while seen.lock().unwrap().messages.len() < 50 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nothing from the child:\n{}",
+                child.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        root.stop();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    root.start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (seen
+        .lock()
+        .unwrap()
+        .messages
+        .iter()
+        .map(|(_, p, _)| p["n"].clone())
+        .collect::<HashSet<_>>()
+        .len() as u64)
+        < total
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not everything arrived:\n{}",
+            child.log()
+        );
+        subscribe_until(
+            ext.connect(),
+            &seen,
+            &AtomicBool::new(false),
+            Some(Duration::from_secs(2)),
+        );
+    }
+    let seen = seen.lock().unwrap();
+    let mut first = Vec::new();
+    let mut distinct = HashSet::new();
+    for (_, props, _) in &seen.messages {
+        assert_eq!(
+            props.get("$.cdid").map(String::as_str),
+            Some("child"),
+            "{props:?}"
+        );
+        assert_eq!(
+            props.get("$.cmid").map(String::as_str),
+            Some("source"),
+            "{props:?}"
+        );
+        let n: u64 = props["n"].parse().unwrap();
+        if distinct.insert(n) {
+            first.push(n);
+        }
+    }
+    assert_eq!(
+        first,
+        (1..=total).collect::<Vec<_>>(),
+        "out of order or missing"
+    );
+    eprintln!(
+        "upstream: {total} messages from the child's module, {} deliveries at the root",
+        seen.messages.len()
+    );
 }

@@ -203,6 +203,21 @@ impl Registry {
         self.add_with_shared_keys(identity, IdentityKind::LeafDevice, auth)
     }
 
+    /// Register a child edge device (one whose upstream is this device): like a leaf device,
+    /// and its connection may carry the messages of its modules.
+    pub fn add_child_edge_device(
+        &self,
+        device_id: &str,
+        auth: NewAuth,
+    ) -> Result<(Record, Option<Credentials>), RegistryError> {
+        check_id(device_id)?;
+        let identity = Identity::device(device_id);
+        if device_id == self.edge_device_id {
+            return Err(RegistryError::Duplicate(identity));
+        }
+        self.add_with_shared_keys(identity, IdentityKind::ChildEdgeDevice, auth)
+    }
+
     /// Registers module `module_id` of the edge device, run elsewhere and connecting over MQTT.
     /// With [`NewAuth::Sas`], its keys are returned once. Ids starting with `$` are reserved for
     /// system modules.

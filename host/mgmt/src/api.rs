@@ -145,7 +145,7 @@ pub struct IdentityInfo {
     /// `device` or `device/module`.
     pub id: String,
     /// `edge_device`, `module` (deployed, keys never leave the store), `external_module`,
-    /// `leaf_device`.
+    /// `leaf_device`, `edge_device_child`.
     pub kind: String,
     /// `SAS`, `X.509 thumbprint` or `X.509 CA`.
     pub auth: String,

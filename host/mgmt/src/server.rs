@@ -440,6 +440,7 @@ fn identity_info(record: &verge_identity::Record) -> IdentityInfo {
         IdentityKind::Module => "module",
         IdentityKind::ExternalModule => "external_module",
         IdentityKind::LeafDevice => "leaf_device",
+        IdentityKind::ChildEdgeDevice => "edge_device_child",
     };
     IdentityInfo {
         id: record.identity.to_string(),
@@ -476,11 +477,12 @@ fn add_identity(services: &Services, body: serde_json::Value) -> Answer {
     let registry = &services.identities;
     let added = match request.kind.as_str() {
         "device" => registry.add_leaf_device(&request.id, auth),
+        "edge-device" => registry.add_child_edge_device(&request.id, auth),
         "module" => registry.add_external_module(&request.id, auth),
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown identity kind {other:?}: use device or module"),
+                format!("unknown identity kind {other:?}: use device, module or edge-device"),
             );
         }
     };

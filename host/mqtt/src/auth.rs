@@ -66,6 +66,13 @@ pub enum Refused {
 pub trait Authenticator: Send + Sync + fmt::Debug {
     /// The method that proved `credentials.identity`, or why it was refused.
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<AuthMethod, Refused>;
+
+    /// Whether `identity` is a child edge device: its connection carries its modules' messages
+    /// too, each naming its module (`$.cmid`).
+    fn is_child_edge(&self, identity: &Identity) -> bool {
+        let _ = identity;
+        false
+    }
 }
 
 /// The daemon's authenticator: SAS tokens and client certificates checked against the identity
@@ -131,6 +138,14 @@ fn refusal(e: AuthError) -> Refused {
 }
 
 impl Authenticator for RegistryAuthenticator {
+    fn is_child_edge(&self, identity: &Identity) -> bool {
+        identity.module_id().is_none()
+            && self
+                .registry
+                .get(identity)
+                .is_some_and(|r| r.kind == verge_identity::IdentityKind::ChildEdgeDevice)
+    }
+
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<AuthMethod, Refused> {
         match credentials.password {
             Some(token) => {

@@ -17,6 +17,7 @@ pub mod dialect;
 mod http;
 mod session;
 mod stats;
+pub mod upstream;
 
 pub use auth::{AuthMethod, Authenticator, Credentials, Refused, RegistryAuthenticator};
 pub use broker::{Broker, BrokerOptions, twin_id};

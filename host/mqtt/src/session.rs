@@ -179,6 +179,7 @@ where
     };
     info!(%peer, client = %identity, "connected");
     let mut session = Session::new(Arc::clone(&broker), identity.clone());
+    session.child_edge = broker.auth.is_child_edge(&identity);
     let expires = match method {
         AuthMethod::Sas { valid_until } => {
             let now = SystemTime::now()
@@ -247,6 +248,8 @@ fn admit(
 struct Session {
     broker: Arc<Broker>,
     identity: Identity,
+    /// A child edge device: its telemetry may come from its modules (`$.cmid`).
+    child_edge: bool,
     /// The twin this identity reads and reports.
     twin: String,
     /// The module's inputs, once subscribed.
@@ -278,6 +281,7 @@ impl Session {
         Self {
             broker,
             identity,
+            child_edge: false,
             twin,
             inputs: None,
             inputs_qos: QoS::AtLeastOnce,
@@ -492,7 +496,14 @@ impl Session {
                     Some(_) => message.system().get(system::OUTPUT_NAME).map(Text::from),
                     None => None,
                 };
-                self.broker.hub.stamp(&self.identity, output, &mut message);
+                match self
+                    .child_edge
+                    .then(|| self.child_origin(&mut message))
+                    .flatten()
+                {
+                    Some((origin, output)) => self.broker.hub.stamp(&origin, output, &mut message),
+                    None => self.broker.hub.stamp(&self.identity, output, &mut message),
+                }
                 self.batch.push(Arc::new(message));
                 if p.qos == QoS::AtLeastOnce {
                     self.batch_acked = true;
@@ -538,6 +549,32 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Where a child edge device's message comes from: the child's own module named by the
+    /// message's `$.cdid`/`$.cmid` (as the child's upstream link sends them; they arrive as
+    /// application properties and are taken out), with its output (`$.on`). `None`: the child
+    /// itself.
+    fn child_origin(&self, message: &mut Message) -> Option<(Identity, Option<Text>)> {
+        let props = message.properties_mut();
+        let device = props.get("$.cdid").map(str::to_owned);
+        let module = props.get("$.cmid").map(str::to_owned);
+        let output = props
+            .get("$.on")
+            .map(Text::from)
+            .or_else(|| message.system().get(system::OUTPUT_NAME).map(Text::from));
+        let props = message.properties_mut();
+        for wire in ["$.cdid", "$.cmid", "$.on"] {
+            props.remove(wire);
+        }
+        let child = self.identity.device_id();
+        match (device.as_deref(), module) {
+            // Only its own modules: a child speaks for nobody else's.
+            (Some(d), Some(m)) if d == child && !m.is_empty() => {
+                Some((Identity::module(child, &m), output))
+            }
+            _ => None,
+        }
     }
 
     fn ack_publish(&mut self, p: &mqttbytes::v4::Publish, out: &mut BytesMut) {

@@ -37,6 +37,11 @@
 //! bind = "0.0.0.0"
 //! port = 9600                           # IoT Edge's; 0 turns it off
 //!
+//! [upstream]                            # absent: this device is a root (no parent)
+//! connection_string = "HostName=…;DeviceId=…;SharedAccessKey=…;GatewayHostName=…"
+//! trust_bundle = "/etc/verge/parent-ca.pem"   # the parent's CA (`verge trust-bundle` on it)
+//! port = 8883
+//!
 //! [keys]                                # absent: keys in files under data_dir/keys (mode 0600)
 //! pkcs11_library = "/usr/lib/softhsm/libsofthsm2.so"
 //! pkcs11_uri = "pkcs11:token=verge?pin-value=1234"   # or pin-source=file:/path, slot-id=N
@@ -85,6 +90,26 @@ pub struct Config {
     pub keys: KeysSection,
     /// The Prometheus endpoint.
     pub metrics: MetricsSection,
+    /// The parent, if any.
+    pub upstream: Option<UpstreamSection>,
+}
+
+/// `[upstream]`: the parent this edge device forwards `$upstream` to.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// This device's connection string, as the parent's `verge identity add edge-device` (or
+    /// IoT Hub) printed it.
+    pub connection_string: String,
+    /// CA certificates (PEM) trusted for the parent's server certificate.
+    pub trust_bundle: PathBuf,
+    /// The parent's MQTT-over-TLS port.
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+}
+
+fn default_upstream_port() -> u16 {
+    8883
 }
 
 /// `[metrics]`
@@ -229,6 +254,7 @@ impl Default for Config {
             mqtt: MqttSection::default(),
             keys: KeysSection::default(),
             metrics: MetricsSection::default(),
+            upstream: None,
         }
     }
 }

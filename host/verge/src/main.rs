@@ -145,10 +145,12 @@ enum RouteCommand {
 
 #[derive(Subcommand, Debug)]
 enum IdentityCommand {
-    /// Register a leaf device or an external module; prints its connection string (SAS) once.
+    /// Register a leaf device, an external module or a child edge device; prints its connection
+    /// string (SAS) once.
     Add {
-        /// `device` (a leaf device) or `module` (a module of this device run elsewhere).
-        #[arg(value_parser = ["device", "module"])]
+        /// `device` (a leaf device), `module` (a module of this device run elsewhere) or
+        /// `edge-device` (a child edge device: a Verge whose `[upstream]` is this one).
+        #[arg(value_parser = ["device", "module", "edge-device"])]
         kind: String,
         /// Its id.
         name: String,

@@ -64,7 +64,7 @@ pub async fn start(
 
     let certs = data_dir.join("certs");
     let ca = EdgeCa::load_or_create(
-        store,
+        Arc::clone(&store),
         &certs,
         &format!("Verge edge CA ({})", config.device_id),
     )
@@ -144,9 +144,61 @@ pub async fn start(
         tracing::info!(%addr, "plain MQTT listening (loopback only)");
         tokio::spawn(Arc::clone(&broker).serve_plain(listener));
     }
+    if let Some(upstream) = &config.upstream {
+        let options = upstream_options(config, upstream, &store)?;
+        tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
+        tokio::spawn(verge_mqtt::upstream::run(Arc::clone(hub), options));
+    }
     Ok(Security {
         registry,
         trust_bundle: ca.trust_bundle_pem().into(),
         broker,
+    })
+}
+
+/// The label of the edge device's own key (from the upstream connection string) in the store.
+const UPSTREAM_KEY: &str = "upstream-device";
+
+/// The upstream link's options; imports the connection string's key into the key store.
+fn upstream_options(
+    config: &Config,
+    upstream: &crate::config::UpstreamSection,
+    store: &Arc<dyn KeyStore>,
+) -> anyhow::Result<verge_mqtt::upstream::UpstreamOptions> {
+    use base64::Engine as _;
+    let cs = verge_mqtt::upstream::ConnectionString::parse(&upstream.connection_string)?;
+    if cs.device_id != config.device_id {
+        bail!(
+            "[upstream] connection_string is for device {:?}, but device_id is {:?}: set device_id = {:?}",
+            cs.device_id,
+            config.device_id,
+            cs.device_id
+        );
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&cs.shared_access_key)
+        .context("[upstream] connection_string: SharedAccessKey is not base64")?;
+    if store.exists(UPSTREAM_KEY)? {
+        store.delete(UPSTREAM_KEY)?;
+    }
+    store
+        .import_hmac_key(UPSTREAM_KEY, &key)
+        .context("importing the upstream device key into the key store")?;
+    let pem = std::fs::read_to_string(&upstream.trust_bundle).with_context(|| {
+        format!(
+            "reading the upstream trust bundle {}",
+            upstream.trust_bundle.display()
+        )
+    })?;
+    let trust_bundle = verge_tls::certs_from_pem(&pem)
+        .with_context(|| format!("{} is not PEM", upstream.trust_bundle.display()))?;
+    Ok(verge_mqtt::upstream::UpstreamOptions {
+        endpoint: cs.endpoint().to_owned(),
+        port: upstream.port,
+        hub_host_name: cs.host_name.clone(),
+        device_id: cs.device_id.clone(),
+        keys: Arc::clone(store),
+        key_label: UPSTREAM_KEY.into(),
+        trust_bundle,
     })
 }

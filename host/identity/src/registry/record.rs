@@ -20,6 +20,9 @@ pub enum IdentityKind {
     ExternalModule,
     /// A device behind this gateway.
     LeafDevice,
+    /// An edge device whose upstream is this one (a child Verge or IoT Edge device): its one
+    /// connection carries its own messages and those of its modules.
+    ChildEdgeDevice,
 }
 
 /// How an identity authenticates.

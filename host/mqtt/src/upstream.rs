@@ -1,0 +1,353 @@
+//! The upstream link: `$upstream` forwarded to a parent over MQTT in IoT Hub's dialect.
+//!
+//! The edge device connects to its parent (a root Verge, or an IoT-Hub-compatible endpoint) over
+//! TLS as itself (client id and SAS token of the edge device, the key in the key store) and
+//! publishes every message of the `$upstream` queue on `devices/{device}/messages/events/` with
+//! its properties in the topic's property bag, at QoS 1, up to [`WINDOW`] unacknowledged. The
+//! queue's consumer waits for durability ([`verge_hub::Hub::consume_durable`]): the parent never
+//! sees a message this device could forget. Each PUBACK acks its entry: a message leaves the
+//! store only once the parent has it. Messages go in the queue's order (priority lanes, then
+//! arrival); a connection that breaks returns what was in flight to its place, and the link
+//! reconnects with backoff (1 s doubling to 60 s), then goes on where it stopped. The connection
+//! is renewed before its token expires.
+//!
+//! One connection carries the messages of the device's modules too: each keeps its origin in
+//! `$.cdid` / `$.cmid` (and `$.on`), which a parent Verge honours for its registered child edge
+//! devices. A plain IoT Hub endpoint keeps them as application properties.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, PingReq};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use verge_hub::{Entry, Hub, Target};
+use verge_identity::KeyStore;
+use verge_message::system;
+
+use crate::codec::{self, Delivery};
+use crate::dialect;
+
+/// Messages published and not yet acknowledged by the parent.
+pub const WINDOW: usize = 256;
+/// How long a connection's token lives; the link reconnects before it ends.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const API: &str = "api-version=2021-04-12";
+
+/// The parts of an IoT Hub device connection string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionString {
+    /// `HostName`: the hub tokens are for.
+    pub host_name: String,
+    /// `DeviceId`.
+    pub device_id: String,
+    /// `SharedAccessKey`, base64.
+    pub shared_access_key: String,
+    /// `GatewayHostName`: where to connect, if not `HostName`.
+    pub gateway_host_name: Option<String>,
+}
+
+/// A connection string that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream connection string is not usable: {0}")]
+pub struct ConnectionStringError(String);
+
+impl ConnectionString {
+    /// Parse `HostName=…;DeviceId=…;SharedAccessKey=…[;GatewayHostName=…]`.
+    pub fn parse(text: &str) -> Result<Self, ConnectionStringError> {
+        let mut parts: HashMap<&str, &str> = HashMap::new();
+        for part in text.trim().split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| ConnectionStringError(format!("{part:?} is not Key=Value")))?;
+            parts.insert(k.trim(), v.trim());
+        }
+        let get = |k: &str| {
+            parts
+                .get(k)
+                .map(|v| (*v).to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let need = |k: &str| get(k).ok_or_else(|| ConnectionStringError(format!("no {k}")));
+        if parts.contains_key("ModuleId") {
+            return Err(ConnectionStringError(
+                "a module's connection string; the upstream link is the edge device's".into(),
+            ));
+        }
+        Ok(Self {
+            host_name: need("HostName")?,
+            device_id: need("DeviceId")?,
+            shared_access_key: need("SharedAccessKey")?,
+            gateway_host_name: get("GatewayHostName"),
+        })
+    }
+
+    /// Where to connect.
+    pub fn endpoint(&self) -> &str {
+        self.gateway_host_name.as_deref().unwrap_or(&self.host_name)
+    }
+}
+
+/// How to reach the parent.
+#[derive(Clone, Debug)]
+pub struct UpstreamOptions {
+    /// Host to connect to (and the name its certificate must have).
+    pub endpoint: String,
+    /// Its MQTT-over-TLS port.
+    pub port: u16,
+    /// The hub name tokens are for (`HostName`).
+    pub hub_host_name: String,
+    /// This edge device's id.
+    pub device_id: String,
+    /// The key store holding the device's key.
+    pub keys: Arc<dyn KeyStore>,
+    /// The label of the device's key in it.
+    pub key_label: String,
+    /// CAs trusted for the parent's certificate.
+    pub trust_bundle: Vec<CertificateDer<'static>>,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connecting: {0}")]
+    Connect(String),
+    #[error("the parent refused the connection: {0:?}")]
+    Refused(ConnectReturnCode),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the parent sent a malformed packet: {0}")]
+    Malformed(String),
+    #[error("the parent went quiet")]
+    Quiet,
+    #[error("signing the token: {0}")]
+    Token(String),
+}
+
+/// Forward `$upstream` to the parent until the task is dropped.
+pub async fn run(hub: Arc<Hub>, options: UpstreamOptions) {
+    let tls = match tls_config(&options.trust_bundle) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "upstream link not started: no usable trust bundle");
+            return;
+        }
+    };
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        match connection(&hub, &options, &tls).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(
+                parent = %options.endpoint,
+                error = %e,
+                retry_in = ?backoff,
+                "upstream connection ended"
+            ),
+        }
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn tls_config(trust: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in trust {
+        roots.add(cert.clone()).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("the trust bundle has no certificate".into());
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn token(options: &UpstreamOptions) -> Result<(String, SystemTime), LinkError> {
+    let until = SystemTime::now() + TOKEN_TTL;
+    let expiry = verge_identity::sas::expires_on(SystemTime::now(), TOKEN_TTL);
+    let resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
+    verge_identity::sas::sign(&*options.keys, &options.key_label, &resource, expiry)
+        .map(|t| (t, until))
+        .map_err(|e| LinkError::Token(e.to_string()))
+}
+
+/// One connection: forward until it breaks or its token is about to expire.
+async fn connection(
+    hub: &Hub,
+    options: &UpstreamOptions,
+    tls: &Arc<ClientConfig>,
+) -> Result<(), LinkError> {
+    let (password, until) = token(options)?;
+    let addr = (options.endpoint.as_str(), options.port);
+    let tcp = timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .map_err(|_| LinkError::Connect("timed out".into()))??;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(options.endpoint.clone())
+        .map_err(|e| LinkError::Connect(format!("{}: {e}", options.endpoint)))?;
+    let mut stream = timeout(
+        Duration::from_secs(10),
+        TlsConnector::from(Arc::clone(tls)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| LinkError::Connect("TLS handshake timed out".into()))?
+    .map_err(|e| LinkError::Connect(format!("TLS: {e}")))?;
+
+    let mut out = BytesMut::new();
+    let mut connect = Connect::new(options.device_id.as_str());
+    connect.keep_alive = KEEP_ALIVE.as_secs() as u16;
+    connect.login = Some(Login::new(
+        format!("{}/{}/?{API}", options.hub_host_name, options.device_id),
+        password,
+    ));
+    connect
+        .write(&mut out)
+        .map_err(|e| LinkError::Malformed(format!("{e:?}")))?;
+    stream.write_all(&out).await?;
+    out.clear();
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let connack = timeout(Duration::from_secs(10), async {
+        loop {
+            match codec::read(&mut rbuf, 1 << 20) {
+                Ok(Some(packet)) => return Ok(packet),
+                Ok(None) => {}
+                Err(e) => return Err(LinkError::Malformed(format!("{e:?}"))),
+            }
+            if stream.read_buf(&mut rbuf).await? == 0 {
+                return Err(LinkError::Connect("closed before CONNACK".into()));
+            }
+        }
+    })
+    .await
+    .map_err(|_| LinkError::Connect("no CONNACK within 10 s".into()))??;
+    match connack {
+        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
+        Packet::ConnAck(ack) => return Err(LinkError::Refused(ack.code)),
+        other => return Err(LinkError::Malformed(format!("{other:?} before CONNACK"))),
+    }
+    tracing::info!(parent = %options.endpoint, device = %options.device_id, "upstream connected");
+
+    let mut consumer = hub
+        .consume_durable(&Target::Upstream)
+        .map_err(|e| LinkError::Connect(e.to_string()))?;
+    let mut in_flight: HashMap<u16, u64> = HashMap::new();
+    let mut next_pkid: u16 = 1;
+    let mut entries: Vec<Entry> = Vec::with_capacity(WINDOW);
+    let mut topic = String::new();
+    let renew_at = Instant::now()
+        + until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_secs(300));
+    let mut heard = Instant::now();
+    let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
+    ping.tick().await;
+    loop {
+        let room = WINDOW - in_flight.len();
+        tokio::select! {
+            read = stream.read_buf(&mut rbuf) => {
+                if read? == 0 {
+                    return Err(LinkError::Connect("the parent closed the connection".into()));
+                }
+                heard = Instant::now();
+                let mut acked = Vec::new();
+                loop {
+                    match codec::read(&mut rbuf, 1 << 20) {
+                        Ok(Some(Packet::PubAck(ack))) => acked.extend(in_flight.remove(&ack.pkid)),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => return Err(LinkError::Malformed(format!("{e:?}"))),
+                    }
+                }
+                consumer.ack_all(acked);
+            }
+            _ = consumer.take(room, &mut entries), if room > 0 => {
+                for entry in entries.drain(..) {
+                    let pkid = loop {
+                        let p = next_pkid;
+                        next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                        if !in_flight.contains_key(&p) {
+                            break p;
+                        }
+                    };
+                    telemetry_topic(&mut topic, &options.device_id, &entry);
+                    let delivery = Delivery::AtLeastOnce { pkid, dup: entry.attempts > 0 };
+                    if codec::put_publish(&mut out, &topic, delivery, entry.message.body()) {
+                        in_flight.insert(pkid, entry.seq);
+                    } else {
+                        tracing::warn!("a message with properties too long for a topic was dropped");
+                        consumer.ack(entry.seq);
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() > KEEP_ALIVE * 3 / 2 {
+                    return Err(LinkError::Quiet);
+                }
+                PingReq.write(&mut out).map_err(|e| LinkError::Malformed(format!("{e:?}")))?;
+            }
+            () = sleep_until(renew_at) => {
+                tracing::info!("renewing the upstream connection before its token expires");
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+/// `devices/{device}/messages/events/{bag}`: the message's properties as IoT Hub's bag, with
+/// its origin (`$.cdid`, `$.cmid`) and output (`$.on`).
+fn telemetry_topic(out: &mut String, device: &str, entry: &Entry) {
+    out.clear();
+    out.push_str("devices/");
+    out.push_str(device);
+    out.push_str("/messages/events/");
+    let message = &entry.message;
+    let output = message
+        .system()
+        .get(system::OUTPUT_NAME)
+        .map(|o| ("$.on", Some(o)));
+    dialect::propbag::encode_pairs(dialect::propbag::outbound_pairs(message).chain(output), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_parse_and_say_what_is_missing() {
+        let cs = ConnectionString::parse(
+            "HostName=root.example;DeviceId=child;SharedAccessKey=a2V5;GatewayHostName=10.0.0.1",
+        )
+        .expect("parses");
+        assert_eq!(cs.endpoint(), "10.0.0.1");
+        assert_eq!(cs.device_id, "child");
+        let no_key = ConnectionString::parse("HostName=h;DeviceId=d").expect_err("no key");
+        assert!(no_key.to_string().contains("SharedAccessKey"), "{no_key}");
+        assert!(
+            ConnectionString::parse("HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=k").is_err()
+        );
+        assert!(ConnectionString::parse("garbage").is_err());
+    }
+}
