@@ -813,3 +813,111 @@ fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
         seen.messages.len()
     );
 }
+
+/// `verge deploy FILE --device CHILD` on `root`.
+fn deploy_to(root: &Daemon, child: &str, name: &str, manifest: &Value) {
+    let path = root.dir().join(format!("{name}.json"));
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let out = root.cli(&["deploy", path.to_str().unwrap(), "--device", child]);
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+}
+
+#[test]
+fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
+    let ip = mqtt::loopback_ip();
+    let plain = mqtt::free_port();
+    let root = Daemon::start("twin-root", &mqtt::config(&ip, plain), None);
+    deploy_routes(
+        &root,
+        json!({}),
+        json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
+    );
+    let ext = Ext {
+        port: plain,
+        user: format!("{ip}/edge/ext/?{API}"),
+        key: add_identity(&root, "module", "ext"),
+    };
+    // The child starts with nothing deployed: everything comes from the root.
+    let child = Daemon::start("twin-child", &child_config(&root, "child"), None);
+    let misbehave = guest("misbehave");
+    let good = deployment(
+        json!({
+            "source": wasm_module(&misbehave, &[("Mode", json!("source")), ("Burst", json!("1")),
+                ("TickMs", json!("50")), ("Size", json!("16")), ("Total", json!("20"))], json!({})),
+            "relay": wasm_module(&misbehave, &[("Mode", json!("relay"))], json!({})),
+        }),
+        json!({
+            "toRelay": "FROM /messages/modules/source/outputs/* INTO BrokeredEndpoint(\"/modules/relay/inputs/in\")",
+            "up": "FROM /messages/modules/relay/outputs/* INTO $upstream",
+        }),
+        json!({}),
+    );
+    deploy_to(&root, "child", "good", &good);
+    let agent_twin = "devices/child/modules/$edgeAgent";
+    let reported = |root: &Daemon| root.twin(agent_twin)["reported"].clone();
+    root.wait_until(
+        "the child reports 200 with both modules running",
+        Duration::from_secs(60),
+        |root| {
+            let r = reported(root);
+            r["lastDesiredStatus"]["code"] == 200
+                && r["modules"]["source"]["runtimeStatus"] == "running"
+                && r["modules"]["relay"]["runtimeStatus"] == "running"
+        },
+    );
+    let version = root.twin(agent_twin)["desired"]["$version"].clone();
+    assert_eq!(
+        reported(&root)["lastDesiredVersion"],
+        version,
+        "versions differ between root and child"
+    );
+    // The child's relay output reaches the root as the child's module's.
+    let seen = Mutex::new(Seen::default());
+    subscribe_until(
+        ext.connect(),
+        &seen,
+        &AtomicBool::new(false),
+        Some(Duration::from_secs(2)),
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.messages.is_empty(),
+        "nothing from the child's modules"
+    );
+    assert!(
+        seen.messages
+            .iter()
+            .all(|(_, p, _)| p.get("$.cmid").map(String::as_str) == Some("relay"))
+    );
+
+    // A deployment the child must refuse: 412, and its modules keep running.
+    let mut bad = good.clone();
+    bad["modulesContent"]["$edgeAgent"]["properties.desired"]["schemaVersion"] = json!("2.0");
+    deploy_to(&root, "child", "bad", &bad);
+    root.wait_until("the child reports 412", Duration::from_secs(30), |root| {
+        reported(root)["lastDesiredStatus"]["code"] == 412
+    });
+    let r = reported(&root);
+    assert_eq!(r["modules"]["relay"]["runtimeStatus"], "running", "{r}");
+    assert_eq!(child.module("relay").unwrap()["status"], "running");
+
+    // A changed deployment: the relay goes away on the child.
+    let mut smaller = good.clone();
+    smaller["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+        .as_object_mut()
+        .unwrap()
+        .remove("relay");
+    deploy_to(&root, "child", "smaller", &smaller);
+    root.wait_until(
+        "the child reports 200 without the relay",
+        Duration::from_secs(30),
+        |root| {
+            let r = reported(root);
+            r["lastDesiredStatus"]["code"] == 200 && r["modules"].get("relay").is_none()
+        },
+    );
+    assert!(
+        child.module("relay").is_none(),
+        "the relay still runs on the child"
+    );
+}

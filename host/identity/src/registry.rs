@@ -298,13 +298,22 @@ impl Registry {
         now: u64,
     ) -> Result<AuthMethod, AuthError> {
         let token = SasToken::parse(token)?;
-        self.sas_labels(identity)?;
+        // The modules of a child edge device ($edgeAgent, $edgeHub, ...) are not registered
+        // here: the child proves them with its device key.
+        let child_module = identity.module_id().is_some()
+            && self.get(identity).is_none()
+            && self
+                .get(&Identity::device(identity.device_id()))
+                .is_some_and(|r| r.kind == IdentityKind::ChildEdgeDevice);
+        if !child_module {
+            self.sas_labels(identity)?;
+        }
         sas::authenticate(
             &token,
             identity,
             &self.rules,
             now,
-            self.device_key_for_module,
+            self.device_key_for_module || child_module,
             |who, data| {
                 let (primary, secondary) = self.sas_labels(who)?;
                 Ok(vec![

@@ -304,7 +304,16 @@ pub fn authenticate(
     };
     match (scope, device) {
         (TokenScope::Module, Some(device)) => {
-            match token.verify_signature(&macs(identity, data.as_bytes())?) {
+            // A module without keys of its own (a child edge device's) may still prove itself
+            // with its device's key.
+            let own = match macs(identity, data.as_bytes()) {
+                Ok(own) => token.verify_signature(&own),
+                Err(e @ (AuthError::UnknownIdentity(_) | AuthError::WrongAuthMethod { .. })) => {
+                    Err(e)
+                }
+                Err(e) => return Err(e),
+            };
+            match own {
                 Ok(key) => return Ok(sas(key, false)),
                 Err(e) if !device_key_for_module => return Err(e),
                 Err(_) => {}

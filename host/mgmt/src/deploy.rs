@@ -141,6 +141,64 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
     }
 }
 
+/// Set the twins of child edge device `child` from `manifest` (`verge deploy --device`): each
+/// twin of `modulesContent` becomes the desired properties of `devices/{child}/modules/{id}`.
+/// The child picks them up over its upstream connection and judges them itself: its agent
+/// reports the outcome (200, 400, 412, 417, ...) in the `$edgeAgent` reported properties.
+pub fn deploy_to_child(services: &Services, child: &str, manifest: &Value) -> DeployReport {
+    let is_child = services
+        .identities
+        .get(&verge_hub::Identity::device(child))
+        .is_some_and(|r| r.kind == verge_identity::IdentityKind::ChildEdgeDevice);
+    if !is_child {
+        return refused(
+            StatusCode::ConfigFormatError,
+            format!(
+                "{child:?} is not a child edge device here (verge identity add edge-device {child})"
+            ),
+        );
+    }
+    let Some(content) = manifest.get(MODULES_CONTENT).and_then(Value::as_object) else {
+        return refused(
+            StatusCode::ConfigFormatError,
+            format!("the manifest has no {MODULES_CONTENT} object"),
+        );
+    };
+    let mut twins = Vec::new();
+    for (id, twin) in content {
+        let desired = twin
+            .get(PROPERTIES_DESIRED)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Err(e) = verge_twin::TwinStore::check_desired(&desired) {
+            return refused(
+                StatusCode::ConfigFormatError,
+                format!("{id} desired properties: {e}"),
+            );
+        }
+        twins.push((format!("devices/{child}/modules/{id}"), desired));
+    }
+    let mut versions = (0, 0);
+    for (id, desired) in twins {
+        match services.twins.set_desired(&id, desired) {
+            Ok(v) if id.ends_with(&format!("/{EDGE_AGENT_TWIN}")) => versions.0 = v,
+            Ok(v) if id.ends_with(&format!("/{EDGE_HUB_TWIN}")) => versions.1 = v,
+            Ok(_) => {}
+            Err(e) => return refused(StatusCode::ConfigFormatError, e.to_string()),
+        }
+    }
+    DeployReport {
+        code: StatusCode::Successful.into(),
+        description: format!(
+            "set for {child}; it applies it when connected (verge twin show devices/{child}/modules/{EDGE_AGENT_TWIN})"
+        ),
+        version: versions.0,
+        hub_version: versions.1,
+        modules: Vec::new(),
+    }
+}
+
 async fn wait_for_hub(services: &Services, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while verge_hub::config::reported_status(&services.twins).0 < version

@@ -181,6 +181,18 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
                 },
             )
         }
+        (Method::POST, ["devices", child, "deployment"]) => match read_json(req).await {
+            Err(answer) => answer,
+            Ok(manifest) => {
+                let report = crate::deploy::deploy_to_child(&services, child, &manifest);
+                let status = if report.code == 200 {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                json(status, &report)
+            }
+        },
         (Method::POST, ["deployment"]) => match read_json(req).await {
             Err(answer) => answer,
             Ok(manifest) => {

@@ -20,7 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, PingReq};
+use mqttbytes::QoS;
+use mqttbytes::v4::{
+    Connect, ConnectReturnCode, Login, Packet, PingReq, Subscribe, SubscribeFilter,
+};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -30,6 +34,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use verge_hub::{Entry, Hub, Target};
 use verge_identity::KeyStore;
 use verge_message::system;
+use verge_twin::TwinStore;
 
 use crate::codec::{self, Delivery};
 use crate::dialect;
@@ -180,22 +185,33 @@ fn tls_config(trust: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, St
     Ok(Arc::new(config))
 }
 
-fn token(options: &UpstreamOptions) -> Result<(String, SystemTime), LinkError> {
+fn token(
+    options: &UpstreamOptions,
+    module: Option<&str>,
+) -> Result<(String, SystemTime), LinkError> {
     let until = SystemTime::now() + TOKEN_TTL;
     let expiry = verge_identity::sas::expires_on(SystemTime::now(), TOKEN_TTL);
-    let resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
+    let mut resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
+    if let Some(module) = module {
+        resource.push_str("/modules/");
+        resource.push_str(module);
+    }
     verge_identity::sas::sign(&*options.keys, &options.key_label, &resource, expiry)
         .map(|t| (t, until))
         .map_err(|e| LinkError::Token(e.to_string()))
 }
 
-/// One connection: forward until it breaks or its token is about to expire.
-async fn connection(
-    hub: &Hub,
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connect to the parent as `module` of this device (`None`: the device itself): TLS, CONNECT
+/// with a SAS token signed by the device's key, CONNACK. Returns the stream, its read buffer
+/// and when the token expires.
+async fn open(
     options: &UpstreamOptions,
     tls: &Arc<ClientConfig>,
-) -> Result<(), LinkError> {
-    let (password, until) = token(options)?;
+    module: Option<&str>,
+) -> Result<(Tls, BytesMut, SystemTime), LinkError> {
+    let (password, until) = token(options, module)?;
     let addr = (options.endpoint.as_str(), options.port);
     let tcp = timeout(Duration::from_secs(10), TcpStream::connect(addr))
         .await
@@ -211,18 +227,24 @@ async fn connection(
     .map_err(|_| LinkError::Connect("TLS handshake timed out".into()))?
     .map_err(|e| LinkError::Connect(format!("TLS: {e}")))?;
 
+    let (client_id, username) = match module {
+        Some(m) => (
+            format!("{}/{m}", options.device_id),
+            format!("{}/{}/{m}/?{API}", options.hub_host_name, options.device_id),
+        ),
+        None => (
+            options.device_id.clone(),
+            format!("{}/{}/?{API}", options.hub_host_name, options.device_id),
+        ),
+    };
     let mut out = BytesMut::new();
-    let mut connect = Connect::new(options.device_id.as_str());
+    let mut connect = Connect::new(client_id);
     connect.keep_alive = KEEP_ALIVE.as_secs() as u16;
-    connect.login = Some(Login::new(
-        format!("{}/{}/?{API}", options.hub_host_name, options.device_id),
-        password,
-    ));
+    connect.login = Some(Login::new(username, password));
     connect
         .write(&mut out)
         .map_err(|e| LinkError::Malformed(format!("{e:?}")))?;
     stream.write_all(&out).await?;
-    out.clear();
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let connack = timeout(Duration::from_secs(10), async {
         loop {
@@ -239,10 +261,29 @@ async fn connection(
     .await
     .map_err(|_| LinkError::Connect("no CONNACK within 10 s".into()))??;
     match connack {
-        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
-        Packet::ConnAck(ack) => return Err(LinkError::Refused(ack.code)),
-        other => return Err(LinkError::Malformed(format!("{other:?} before CONNACK"))),
+        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => Ok((stream, rbuf, until)),
+        Packet::ConnAck(ack) => Err(LinkError::Refused(ack.code)),
+        other => Err(LinkError::Malformed(format!("{other:?} before CONNACK"))),
     }
+}
+
+/// When to reconnect so that a connection never outlives its token.
+fn renewal(until: SystemTime) -> Instant {
+    Instant::now()
+        + until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_secs(300))
+}
+
+/// One connection: forward until it breaks or its token is about to expire.
+async fn connection(
+    hub: &Hub,
+    options: &UpstreamOptions,
+    tls: &Arc<ClientConfig>,
+) -> Result<(), LinkError> {
+    let (mut stream, mut rbuf, until) = open(options, tls, None).await?;
+    let mut out = BytesMut::new();
     tracing::info!(parent = %options.endpoint, device = %options.device_id, "upstream connected");
 
     let mut consumer = hub
@@ -252,11 +293,7 @@ async fn connection(
     let mut next_pkid: u16 = 1;
     let mut entries: Vec<Entry> = Vec::with_capacity(WINDOW);
     let mut topic = String::new();
-    let renew_at = Instant::now()
-        + until
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(Duration::from_secs(300));
+    let renew_at = renewal(until);
     let mut heard = Instant::now();
     let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
     ping.tick().await;
@@ -314,6 +351,170 @@ async fn connection(
             out.clear();
         }
     }
+}
+
+/// The twins of this device's system modules kept in step with the parent: `$edgeAgent` (the
+/// deployment) and `$edgeHub` (the routes).
+pub const MIRRORED_TWINS: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+
+/// How often reported properties go up, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Keep the local twin of system module `module` in step with the parent's: desired properties
+/// come down (a full GET on connect and whenever the parent announces a patch; the parent's
+/// versions are kept), reported properties go up (the whole document when it changed, at most
+/// every [`REPORT_EVERY`]). One connection as `{device}/{module}`, with the device's key.
+pub async fn mirror_twin(twins: Arc<TwinStore>, options: UpstreamOptions, module: &'static str) {
+    let tls = match tls_config(&options.trust_bundle) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "twin mirroring not started: no usable trust bundle");
+            return;
+        }
+    };
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        if let Err(e) = twin_connection(&twins, &options, &tls, module).await {
+            tracing::warn!(module, error = %e, retry_in = ?backoff, "upstream twin connection ended");
+        }
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn twin_connection(
+    twins: &TwinStore,
+    options: &UpstreamOptions,
+    tls: &Arc<ClientConfig>,
+    module: &str,
+) -> Result<(), LinkError> {
+    let (mut stream, mut rbuf, until) = open(options, tls, Some(module)).await?;
+    let mut out = BytesMut::new();
+    let malformed = |e: mqttbytes::Error| LinkError::Malformed(format!("{e:?}"));
+    Subscribe::new_many([
+        SubscribeFilter::new("$iothub/twin/res/#".into(), QoS::AtMostOnce),
+        SubscribeFilter::new(
+            "$iothub/twin/PATCH/properties/desired/#".into(),
+            QoS::AtMostOnce,
+        ),
+    ])
+    .write(&mut out)
+    .map_err(malformed)?;
+    let get = |out: &mut BytesMut| {
+        let _ = codec::put_publish(out, "$iothub/twin/GET/?$rid=get", Delivery::AtMostOnce, b"");
+    };
+    get(&mut out);
+    stream.write_all(&out).await?;
+    out.clear();
+    tracing::info!(module, "upstream twin connected");
+    let renew_at = renewal(until);
+    let mut heard = Instant::now();
+    let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut sent: Option<Value> = None;
+    let mut rid = 0u64;
+    loop {
+        tokio::select! {
+            read = stream.read_buf(&mut rbuf) => {
+                if read? == 0 {
+                    return Err(LinkError::Connect("the parent closed the connection".into()));
+                }
+                heard = Instant::now();
+                loop {
+                    match codec::read(&mut rbuf, 1 << 22) {
+                        Ok(Some(Packet::Publish(p))) => {
+                            if p.topic.starts_with("$iothub/twin/res/200/") && p.topic.contains("$rid=get") {
+                                if let Some(theirs) = mirror(twins, module, &p.payload) {
+                                    // Reports from here on are patches against what the parent has.
+                                    sent.get_or_insert(theirs);
+                                }
+                            } else if p.topic.starts_with("$iothub/twin/PATCH/properties/desired/") {
+                                // A patch announces a change: take the whole document, as a
+                                // reconnect does, so that nothing is ever half-applied.
+                                get(&mut out);
+                            } else if let Some(status) = p.topic.strip_prefix("$iothub/twin/res/")
+                                && !status.starts_with('2')
+                            {
+                                tracing::warn!(module, topic = %p.topic, "the parent refused a twin request");
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => return Err(malformed(e)),
+                    }
+                }
+            }
+            _ = report.tick(), if sent.is_some() => {
+                let mut reported = twins.reported(module);
+                if let Some(map) = reported.as_object_mut() {
+                    map.remove(verge_twin::VERSION_KEY);
+                }
+                let Value::Object(now) = &reported else { continue };
+                let before = sent.as_ref().and_then(Value::as_object).cloned().unwrap_or_default();
+                // Only what changed, with nulls for what went away (a module removed).
+                let patch = verge_twin::patch::diff(&before, now);
+                if !patch.is_empty() {
+                    rid += 1;
+                    let topic = format!("$iothub/twin/PATCH/properties/reported/?$rid=r{rid}");
+                    let body = Value::Object(patch).to_string();
+                    let _ = codec::put_publish(&mut out, &topic, Delivery::AtMostOnce, body.as_bytes());
+                    sent = Some(reported);
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() > KEEP_ALIVE * 3 / 2 {
+                    return Err(LinkError::Quiet);
+                }
+                PingReq.write(&mut out).map_err(malformed)?;
+            }
+            () = sleep_until(renew_at) => return Ok(()),
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+/// Take the parent's twin document (`{"desired": {…, "$version": n}, "reported": …}`) as the
+/// local desired properties of `module`; returns the parent's reported properties.
+fn mirror(twins: &TwinStore, module: &str, payload: &[u8]) -> Option<Value> {
+    let doc: Value = match serde_json::from_slice(payload) {
+        Ok(doc) => doc,
+        Err(e) => {
+            tracing::warn!(module, error = %e, "the parent's twin is not JSON");
+            return None;
+        }
+    };
+    let mut theirs = doc
+        .get("reported")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+    if let Some(map) = theirs.as_object_mut() {
+        map.remove(verge_twin::VERSION_KEY);
+    }
+    let Some(desired) = doc.get("desired").and_then(Value::as_object) else {
+        tracing::warn!(module, "the parent's twin has no desired properties");
+        return Some(theirs);
+    };
+    let version = desired
+        .get(verge_twin::VERSION_KEY)
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    // Version 0: nothing deployed upstream yet; keep what runs.
+    if version > 0 {
+        match twins.mirror_desired(module, desired.clone(), version) {
+            Ok(v) => tracing::info!(module, version = v, "desired properties from upstream"),
+            Err(e) => {
+                tracing::warn!(module, error = %e, "the parent's desired properties were refused")
+            }
+        }
+    }
+    Some(theirs)
 }
 
 /// `devices/{device}/messages/events/{bag}`: the message's properties as IoT Hub's bag, with

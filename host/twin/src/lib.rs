@@ -64,9 +64,14 @@ impl Twin {
     }
 
     fn apply_desired(&mut self, new: Map<String, Value>) -> u64 {
+        let version = self.desired_version + 1;
+        self.apply_desired_at(new, version)
+    }
+
+    fn apply_desired_at(&mut self, new: Map<String, Value>, version: u64) -> u64 {
         let mut diff = patch::diff(&self.desired, &new);
         self.desired = new;
-        self.desired_version += 1;
+        self.desired_version = version;
         diff.insert(VERSION_KEY.into(), self.desired_version.into());
         // No receivers is fine: nobody is listening yet.
         let _ = self.desired_changes.send(Arc::new(Value::Object(diff)));
@@ -165,6 +170,27 @@ impl TwinStore {
                 t.desired_version
             } else {
                 t.apply_desired(desired)
+            }
+        }))
+    }
+
+    /// Replace the desired properties of `id` with a parent's document at the parent's
+    /// `version` (a twin mirrored from upstream keeps upstream's versions, so that what this
+    /// device reports as `lastDesiredVersion` means the same upstream). Nothing changes if the
+    /// document and version are the ones held.
+    pub fn mirror_desired(
+        &self,
+        id: &str,
+        desired: Map<String, Value>,
+        version: u64,
+    ) -> Result<u64, TwinError> {
+        let desired = without_meta(desired);
+        validate::document(&desired)?;
+        Ok(self.with_twin(id, |t| {
+            if t.desired == desired && t.desired_version == version {
+                version
+            } else {
+                t.apply_desired_at(desired, version)
             }
         }))
     }

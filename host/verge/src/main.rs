@@ -47,6 +47,9 @@ enum Command {
     Deploy {
         /// The manifest (IoT Edge's `modulesContent` JSON).
         file: PathBuf,
+        /// Deploy to this child edge device (through its twins) instead of this device.
+        #[arg(long)]
+        device: Option<String>,
     },
     /// List the modules and their status.
     List {
@@ -265,7 +268,9 @@ fn main() -> ExitCode {
             Command::Run { deployment } => daemon::run(config, data_dir.clone(), deployment)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::Deploy { file } => cli::deploy(&client(), &file).await,
+            Command::Deploy { file, device } => {
+                cli::deploy(&client(), &file, device.as_deref()).await
+            }
             Command::List { json } => cli::list(&client(), json).await,
             Command::Logs {
                 module,

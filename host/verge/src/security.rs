@@ -147,6 +147,13 @@ pub async fn start(
     if let Some(upstream) = &config.upstream {
         let options = upstream_options(config, upstream, &store)?;
         tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
+        for module in verge_mqtt::upstream::MIRRORED_TWINS {
+            tokio::spawn(verge_mqtt::upstream::mirror_twin(
+                Arc::clone(twins),
+                options.clone(),
+                module,
+            ));
+        }
         tokio::spawn(verge_mqtt::upstream::run(Arc::clone(hub), options));
     }
     Ok(Security {

@@ -27,10 +27,35 @@ fn out(line: &str) {
     }
 }
 
-/// `verge deploy FILE`
-pub async fn deploy(client: &Client, file: &Path) -> anyhow::Result<ExitCode> {
+/// `verge deploy FILE [--device CHILD]`
+pub async fn deploy(
+    client: &Client,
+    file: &Path,
+    device: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let manifest = crate::daemon::read_manifest(file)?;
-    let report: DeployReport = client.post_report("/deployment", &manifest).await?;
+    let path = match device {
+        Some(child) => format!(
+            "/devices/{}/deployment",
+            verge_mgmt::client::encode_segment(child)
+        ),
+        None => "/deployment".into(),
+    };
+    let report: DeployReport = client.post_report(&path, &manifest).await?;
+    if let Some(child) = device {
+        if report.code != 200 {
+            eprintln!(
+                "deployment refused ({}): {}",
+                report.code, report.description
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        out(&format!(
+            "deployment set for {child} ($edgeAgent version {}, $edgeHub version {}); {}",
+            report.version, report.hub_version, report.description
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     let ok = report.code == 200;
     if report.version == 0 {
         eprintln!(
