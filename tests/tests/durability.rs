@@ -826,7 +826,7 @@ fn deploy_to(root: &Daemon, child: &str, name: &str, manifest: &Value) {
 fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
     let ip = mqtt::loopback_ip();
     let plain = mqtt::free_port();
-    let root = Daemon::start("twin-root", &mqtt::config(&ip, plain), None);
+    let mut root = Daemon::start("twin-root", &mqtt::config(&ip, plain), None);
     deploy_routes(
         &root,
         json!({}),
@@ -838,7 +838,7 @@ fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
         key: add_identity(&root, "module", "ext"),
     };
     // The child starts with nothing deployed: everything comes from the root.
-    let child = Daemon::start("twin-child", &child_config(&root, "child"), None);
+    let mut child = Daemon::start("twin-child", &child_config(&root, "child"), None);
     let misbehave = guest("misbehave");
     let good = deployment(
         json!({
@@ -920,4 +920,14 @@ fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
         child.module("relay").is_none(),
         "the relay still runs on the child"
     );
+
+    // The child restarted while its parent is away starts with its last deployment.
+    root.stop();
+    child.restart();
+    child.wait_until(
+        "the cached deployment runs offline",
+        Duration::from_secs(30),
+        |c| c.module("source").is_some_and(|m| m["status"] == "running"),
+    );
+    assert!(child.module("relay").is_none());
 }

@@ -145,7 +145,9 @@ pub async fn start(
         tokio::spawn(Arc::clone(&broker).serve_plain(listener));
     }
     if let Some(upstream) = &config.upstream {
-        let options = upstream_options(config, upstream, &store)?;
+        let mut options = upstream_options(config, upstream, &store)?;
+        options.twin_cache = data_dir.join("upstream-twins.json");
+        verge_mqtt::upstream::restore_twins(twins, &options.twin_cache);
         tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
         for module in verge_mqtt::upstream::MIRRORED_TWINS {
             tokio::spawn(verge_mqtt::upstream::mirror_twin(
@@ -207,5 +209,6 @@ fn upstream_options(
         keys: Arc::clone(store),
         key_label: UPSTREAM_KEY.into(),
         trust_bundle,
+        twin_cache: std::path::PathBuf::new(),
     })
 }
