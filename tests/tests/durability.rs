@@ -808,6 +808,11 @@ fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
         (1..=total).collect::<Vec<_>>(),
         "out of order or missing"
     );
+    let log = child.log();
+    assert!(
+        log.matches("upstream connected").count() >= 2 && log.contains("upstream connection ended"),
+        "the child never lost its parent:\n{log}"
+    );
     eprintln!(
         "upstream: {total} messages from the child's module, {} deliveries at the root",
         seen.messages.len()

@@ -195,12 +195,7 @@ impl Registry {
         device_id: &str,
         auth: NewAuth,
     ) -> Result<(Record, Option<Credentials>), RegistryError> {
-        check_id(device_id)?;
-        let identity = Identity::device(device_id);
-        if device_id == self.edge_device_id {
-            return Err(RegistryError::Duplicate(identity));
-        }
-        self.add_with_shared_keys(identity, IdentityKind::LeafDevice, auth)
+        self.add_device(device_id, IdentityKind::LeafDevice, auth)
     }
 
     /// Register a child edge device (one whose upstream is this device): like a leaf device,
@@ -210,12 +205,21 @@ impl Registry {
         device_id: &str,
         auth: NewAuth,
     ) -> Result<(Record, Option<Credentials>), RegistryError> {
+        self.add_device(device_id, IdentityKind::ChildEdgeDevice, auth)
+    }
+
+    fn add_device(
+        &self,
+        device_id: &str,
+        kind: IdentityKind,
+        auth: NewAuth,
+    ) -> Result<(Record, Option<Credentials>), RegistryError> {
         check_id(device_id)?;
         let identity = Identity::device(device_id);
         if device_id == self.edge_device_id {
             return Err(RegistryError::Duplicate(identity));
         }
-        self.add_with_shared_keys(identity, IdentityKind::ChildEdgeDevice, auth)
+        self.add_with_shared_keys(identity, kind, auth)
     }
 
     /// Registers module `module_id` of the edge device, run elsewhere and connecting over MQTT.

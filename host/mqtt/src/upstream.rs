@@ -150,17 +150,21 @@ pub async fn run(hub: Arc<Hub>, options: UpstreamOptions) {
             return;
         }
     };
+    with_backoff("upstream connection", || connection(&hub, &options, &tls)).await;
+}
+
+/// Run `connect` again and again, waiting 1 s doubling to 60 s after each end (back to 1 s
+/// after a connection that lasted longer than that).
+async fn with_backoff<F, Fut>(what: &'static str, mut connect: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), LinkError>>,
+{
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
-        match connection(&hub, &options, &tls).await {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(
-                parent = %options.endpoint,
-                error = %e,
-                retry_in = ?backoff,
-                "upstream connection ended"
-            ),
+        if let Err(e) = connect().await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "{what} ended");
         }
         if started.elapsed() > MAX_BACKOFF {
             backoff = FIRST_BACKOFF;
@@ -375,18 +379,10 @@ pub async fn mirror_twin(twins: Arc<TwinStore>, options: UpstreamOptions, module
             return;
         }
     };
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let started = Instant::now();
-        if let Err(e) = twin_connection(&twins, &options, &tls, module).await {
-            tracing::warn!(module, error = %e, retry_in = ?backoff, "upstream twin connection ended");
-        }
-        if started.elapsed() > MAX_BACKOFF {
-            backoff = FIRST_BACKOFF;
-        }
-        sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    with_backoff("upstream twin connection", || {
+        twin_connection(&twins, &options, &tls, module)
+    })
+    .await;
 }
 
 async fn twin_connection(
