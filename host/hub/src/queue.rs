@@ -134,6 +134,11 @@ impl InFlight {
         Some(entry)
     }
 
+    fn get(&self, seq: u64) -> Option<&Entry> {
+        let at = self.slots.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        self.slots[at].1.as_ref()
+    }
+
     fn values(&self) -> impl Iterator<Item = &Entry> {
         self.slots.iter().filter_map(|(_, slot)| slot.as_ref())
     }
@@ -676,7 +681,7 @@ impl Queue {
     fn stored_key(&self, seq: u64) -> Option<(EntryKey, u64)> {
         let journal = self.journal.as_ref()?;
         let state = self.lock();
-        let entry = state.in_flight.values().find(|e| e.seq == seq)?;
+        let entry = state.in_flight.get(seq)?;
         Some((journal.key(entry.lane, entry.seq), entry.stored))
     }
 }

@@ -574,6 +574,38 @@ impl Store {
         self.shared.committed.subscribe()
     }
 
+    /// Walk up to `max` entries of a lane from position `from` on, oldest first, in one read
+    /// transaction: `each` gets the entry, its inline message (empty if stored on its own) and
+    /// the messages table, and says whether to go on.
+    fn walk_lane(
+        &self,
+        from: EntryKey,
+        max: usize,
+        mut each: impl FnMut(
+            EntryKey,
+            EntryMeta,
+            &[u8],
+            &redb::ReadOnlyTable<u64, &'static [u8]>,
+        ) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let db = self.shared.db();
+        let txn = db.begin_read().map_err(StoreError::io)?;
+        let entries = txn.open_table(ENTRIES).map_err(StoreError::io)?;
+        let messages = txn.open_table(MESSAGES).map_err(StoreError::io)?;
+        let range = entries
+            .range(from.tuple()..=(from.queue, from.lane, u64::MAX))
+            .map_err(StoreError::io)?;
+        for row in range.take(max) {
+            let (key, value) = row.map_err(StoreError::io)?;
+            let (queue, lane, seq) = key.value();
+            let (meta, inline) = EntryMeta::decode(value.value())?;
+            if !each(EntryKey { queue, lane, seq }, meta, inline, &messages)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Read up to `max` entries of a lane from position `from` on, oldest first. Entries that
     /// expired by `now_ms` come without their message.
     pub fn read_lane(
@@ -582,18 +614,8 @@ impl Store {
         max: usize,
         now_ms: u64,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        let db = self.shared.db();
-        let txn = db.begin_read().map_err(StoreError::io)?;
-        let entries = txn.open_table(ENTRIES).map_err(StoreError::io)?;
-        let messages = txn.open_table(MESSAGES).map_err(StoreError::io)?;
         let mut out = Vec::new();
-        let range = entries
-            .range(from.tuple()..=(from.queue, from.lane, u64::MAX))
-            .map_err(StoreError::io)?;
-        for row in range.take(max) {
-            let (key, value) = row.map_err(StoreError::io)?;
-            let (queue, lane, seq) = key.value();
-            let (meta, inline) = EntryMeta::decode(value.value())?;
+        self.walk_lane(from, max, |key, meta, inline, messages| {
             let message = if meta.expired(now_ms) {
                 None
             } else if !inline.is_empty() {
@@ -605,12 +627,9 @@ impl Store {
                     .ok_or_else(|| StoreError::Io("an entry's message is missing".into()))?;
                 Some(codec::decode_message(bytes.value())?)
             };
-            out.push(StoredEntry {
-                key: EntryKey { queue, lane, seq },
-                meta,
-                message,
-            });
-        }
+            out.push(StoredEntry { key, meta, message });
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -622,22 +641,14 @@ impl Store {
         max: usize,
         now_ms: u64,
     ) -> Result<Vec<(EntryKey, EntryMeta)>, StoreError> {
-        let db = self.shared.db();
-        let txn = db.begin_read().map_err(StoreError::io)?;
-        let entries = txn.open_table(ENTRIES).map_err(StoreError::io)?;
         let mut out = Vec::new();
-        let range = entries
-            .range(from.tuple()..=(from.queue, from.lane, u64::MAX))
-            .map_err(StoreError::io)?;
-        for row in range.take(max) {
-            let (key, value) = row.map_err(StoreError::io)?;
-            let (meta, _) = EntryMeta::decode(value.value())?;
-            if !meta.expired(now_ms) {
-                break;
+        self.walk_lane(from, max, |key, meta, _, _| {
+            let expired = meta.expired(now_ms);
+            if expired {
+                out.push((key, meta));
             }
-            let (queue, lane, seq) = key.value();
-            out.push((EntryKey { queue, lane, seq }, meta));
-        }
+            Ok(expired)
+        })?;
         Ok(out)
     }
 
