@@ -155,6 +155,15 @@ struct Ext {
 }
 
 impl Ext {
+    /// Register external module `ext` on `daemon` (device `edge` on `ip`, plain MQTT on `port`).
+    fn register(daemon: &Daemon, ip: &str, port: u16) -> Self {
+        Self {
+            port,
+            user: format!("{ip}/edge/ext/?{API}"),
+            key: add_identity(daemon, "module", "ext"),
+        }
+    }
+
     fn connect(&self) -> Conn {
         let mut conn = Conn::open(
             self.port,
@@ -178,11 +187,7 @@ fn every_acknowledged_message_is_delivered_after_kill_9_at_several_points() {
         json!({ "toExt": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
     );
     let leaf = add_identity(&daemon, "device", "leaf1");
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: add_identity(&daemon, "module", "ext"),
-    };
+    let ext = Ext::register(&daemon, &ip, plain);
     let leaf_user = format!("{ip}/leaf1/?{API}");
 
     for (round, kill_after) in [150u64, 700, 1500].into_iter().enumerate() {
@@ -343,13 +348,9 @@ fn a_wasm_chain_killed_mid_stream_processes_no_input_twice_and_loses_no_output()
         "toRelay": "FROM /messages/modules/source/outputs/* INTO BrokeredEndpoint(\"/modules/relay/inputs/in\")",
         "toExt": "FROM /messages/modules/relay/outputs/* INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")",
     });
-    let ext_key = add_identity(&daemon, "module", "ext");
+    // Registered before the deployment, so that nothing routed to it waits for an identity.
+    let ext = Ext::register(&daemon, &ip, plain);
     deploy_routes(&daemon, modules, routes);
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: ext_key,
-    };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let subscriber = {
@@ -504,11 +505,7 @@ fn metrics_count_queues_by_priority_expiry_no_route_and_store_commits() {
     );
     assert!(daemon.deploy("metrics", &manifest).status.success());
     let leaf = add_identity(&daemon, "device", "leaf1");
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: add_identity(&daemon, "module", "ext"),
-    };
+    let ext = Ext::register(&daemon, &ip, plain);
     let mut conn = Conn::open(
         plain,
         "leaf1",
@@ -610,11 +607,7 @@ fn a_full_store_refuses_a_publisher_without_puback_and_keeps_what_it_accepted() 
         json!({ "toExt": "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
     );
     let leaf = add_identity(&daemon, "device", "leaf1");
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: add_identity(&daemon, "module", "ext"),
-    };
+    let ext = Ext::register(&daemon, &ip, plain);
     // 64 KiB messages, one at a time, until one gets no PUBACK.
     let mut conn = Conn::open(
         plain,
@@ -726,11 +719,7 @@ fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
         json!({}),
         json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
     );
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: add_identity(&root, "module", "ext"),
-    };
+    let ext = Ext::register(&root, &ip, plain);
     let child = Daemon::start("child", &child_config(&root, "child"), None);
     let total = 400u64;
     let manifest = deployment(
@@ -837,11 +826,7 @@ fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
         json!({}),
         json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
     );
-    let ext = Ext {
-        port: plain,
-        user: format!("{ip}/edge/ext/?{API}"),
-        key: add_identity(&root, "module", "ext"),
-    };
+    let ext = Ext::register(&root, &ip, plain);
     // The child starts with nothing deployed: everything comes from the root.
     let mut child = Daemon::start("twin-child", &child_config(&root, "child"), None);
     let misbehave = guest("misbehave");
