@@ -60,6 +60,9 @@ pub enum Target {
     Upstream,
     /// A module's inputs (`BrokeredEndpoint("/modules/{id}/inputs/…")`).
     Module(Arc<str>),
+    /// Cloud-to-device messages for a device (no route leads here: the messages are addressed,
+    /// [`Commit::to`]).
+    Device(Arc<str>),
 }
 
 impl Target {
@@ -72,10 +75,15 @@ impl Target {
     fn from_store_name(name: &str) -> Option<Self> {
         match name {
             "$upstream" => Some(Self::Upstream),
-            _ => name
-                .strip_prefix("modules/")
-                .filter(|m| !m.is_empty())
-                .map(|m| Self::Module(m.into())),
+            _ => {
+                if let Some(m) = name.strip_prefix("modules/").filter(|m| !m.is_empty()) {
+                    Some(Self::Module(m.into()))
+                } else {
+                    name.strip_prefix("devices/")
+                        .filter(|d| !d.is_empty())
+                        .map(|d| Self::Device(d.into()))
+                }
+            }
         }
     }
 }
@@ -85,6 +93,7 @@ impl fmt::Display for Target {
         match self {
             Self::Upstream => f.write_str("$upstream"),
             Self::Module(m) => write!(f, "modules/{m}"),
+            Self::Device(d) => write!(f, "devices/{d}"),
         }
     }
 }
@@ -101,6 +110,9 @@ pub struct Commit {
     /// only if still queued at the next commit. QoS 0 promises at most once; the hub keeps them
     /// for store-and-forward but makes no durability promise for them.
     pub at_most_once: bool,
+    /// Deliver every message to this target instead of routing it (cloud-to-device messages,
+    /// which IoT Hub addresses to one device).
+    pub to: Option<Target>,
 }
 
 /// What a commit did.
@@ -343,7 +355,15 @@ impl Hub {
         };
         for (index, message) in commit.messages.iter().enumerate() {
             destinations.clear();
-            table.destinations(message, now, &mut destinations);
+            match &commit.to {
+                Some(target) => destinations.push(Destination {
+                    queue: self.queue(target),
+                    input: None,
+                    lane: DEFAULT_LANE,
+                    expires: None,
+                }),
+                None => table.destinations(message, now, &mut destinations),
+            }
             if destinations.is_empty() {
                 report.dropped_no_route += 1;
                 continue;

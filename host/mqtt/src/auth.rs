@@ -73,6 +73,18 @@ pub trait Authenticator: Send + Sync + fmt::Debug {
         let _ = identity;
         false
     }
+
+    /// Whether device `device_id` is registered here (a child edge device may not act for it).
+    fn is_registered_device(&self, device_id: &str) -> bool {
+        let _ = device_id;
+        false
+    }
+
+    /// The devices registered here that connect to this device: leaf devices (`false`) and
+    /// child edge devices (`true`). The upstream link acts for them at the parent.
+    fn downstream_devices(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// The daemon's authenticator: SAS tokens and client certificates checked against the identity
@@ -144,6 +156,24 @@ impl Authenticator for RegistryAuthenticator {
                 .registry
                 .get(identity)
                 .is_some_and(|r| r.kind == verge_identity::IdentityKind::ChildEdgeDevice)
+    }
+
+    fn is_registered_device(&self, device_id: &str) -> bool {
+        self.registry.get(&Identity::device(device_id)).is_some()
+    }
+
+    fn downstream_devices(&self) -> Vec<(String, bool)> {
+        use verge_identity::IdentityKind;
+        self.registry
+            .list()
+            .into_iter()
+            .filter(|r| r.identity.module_id().is_none())
+            .filter_map(|r| match r.kind {
+                IdentityKind::LeafDevice => Some((r.identity.device_id().to_owned(), false)),
+                IdentityKind::ChildEdgeDevice => Some((r.identity.device_id().to_owned(), true)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<AuthMethod, Refused> {

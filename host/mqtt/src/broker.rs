@@ -53,6 +53,7 @@ pub struct Broker {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) options: BrokerOptions,
     pub(crate) counters: Counters,
+    pub(crate) behind: crate::downstream::Behind,
     slots: Mutex<HashMap<Identity, Arc<Slot>>>,
 }
 
@@ -70,8 +71,14 @@ impl Broker {
             auth,
             options,
             counters: Counters::default(),
+            behind: crate::downstream::Behind::default(),
             slots: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The clients child edge devices act for here, with the child each is behind.
+    pub fn behind(&self) -> &crate::downstream::Behind {
+        &self.behind
     }
 
     /// The counters.

@@ -14,6 +14,7 @@ pub mod auth;
 mod broker;
 mod codec;
 pub mod dialect;
+pub mod downstream;
 mod http;
 mod session;
 mod stats;

@@ -35,6 +35,7 @@ use verge_twin::DesiredWatch;
 use crate::auth::{AuthMethod, Credentials};
 use crate::codec::{self, Delivery, Packet, QoS};
 use crate::dialect::{self, PublishTopic, Subscription};
+use crate::downstream::{Down, Downstream};
 use crate::stats::{add, bump};
 use crate::{Broker, twin_id};
 
@@ -180,6 +181,9 @@ where
     info!(%peer, client = %identity, "connected");
     let mut session = Session::new(Arc::clone(&broker), identity.clone());
     session.child_edge = broker.auth.is_child_edge(&identity);
+    if session.child_edge {
+        session.downstream = Some(Downstream::new(Arc::clone(&broker), identity.clone()));
+    }
     let expires = match method {
         AuthMethod::Sas { valid_until } => {
             let now = SystemTime::now()
@@ -250,6 +254,8 @@ struct Session {
     identity: Identity,
     /// A child edge device: its telemetry may come from its modules (`$.cmid`).
     child_edge: bool,
+    /// A child edge device's: what it does for the clients behind it.
+    downstream: Option<Downstream>,
     /// The twin this identity reads and reports.
     twin: String,
     /// The module's inputs, once subscribed.
@@ -282,6 +288,7 @@ impl Session {
             broker,
             identity,
             child_edge: false,
+            downstream: None,
             twin,
             inputs: None,
             inputs_qos: QoS::AtLeastOnce,
@@ -348,6 +355,13 @@ impl Session {
                     match patch {
                         Some(patch) => self.send_desired(&patch, &mut wire.wbuf),
                         None => self.desired = None,
+                    }
+                    Ok(())
+                }
+                down = downstream(&mut self.downstream) => {
+                    match down {
+                        Some(down) => self.send_downstream(down, &mut wire.wbuf),
+                        None => self.downstream = None,
                     }
                     Ok(())
                 }
@@ -418,6 +432,7 @@ impl Session {
                 messages,
                 ack: None,
                 at_most_once: !std::mem::take(&mut self.batch_acked),
+                to: None,
             })
             .await
             .map_err(|e| {
@@ -441,6 +456,8 @@ impl Session {
                 // Acked together once the packets read are handled (one lock, one store batch).
                 if let Some(seq) = self.in_flight.remove(&ack.pkid) {
                     self.acked.push(seq);
+                } else if let Some(down) = &mut self.downstream {
+                    down.on_puback(ack.pkid);
                 }
                 Ok(())
             }
@@ -477,6 +494,15 @@ impl Session {
     fn on_publish(&mut self, p: mqttbytes::v4::Publish, out: &mut BytesMut) -> Result<(), End> {
         if p.qos == QoS::ExactlyOnce {
             return Err(self.refuse("QoS 2 is not supported".into()));
+        }
+        if let Some(down) = &mut self.downstream
+            && p.topic.starts_with("$edgehub/")
+        {
+            if let Err(why) = down.on_publish(&p.topic, &p.payload, out) {
+                return Err(self.refuse(why));
+            }
+            self.ack_publish(&p, out);
+            return Ok(());
         }
         let topic = dialect::parse_publish(&p.topic)
             .map_err(|e| self.refuse(format!("{}: {e}", p.topic)))?;
@@ -551,10 +577,10 @@ impl Session {
         Ok(())
     }
 
-    /// Where a child edge device's message comes from: the child's own module named by the
-    /// message's `$.cdid`/`$.cmid` (as the child's upstream link sends them; they arrive as
-    /// application properties and are taken out), with its output (`$.on`). `None`: the child
-    /// itself.
+    /// Where a child edge device's message comes from: the client named by the message's
+    /// `$.cdid`/`$.cmid` (as the child's upstream link sends them; they arrive as application
+    /// properties and are taken out), with its output (`$.on`), if the child may act for it
+    /// (its own modules, the clients behind it). `None`: the child itself.
     fn child_origin(&self, message: &mut Message) -> Option<(Identity, Option<Text>)> {
         let props = message.properties_mut();
         let device = props.get("$.cdid").map(str::to_owned);
@@ -567,13 +593,22 @@ impl Session {
         for wire in ["$.cdid", "$.cmid", "$.on"] {
             props.remove(wire);
         }
-        let child = self.identity.device_id();
-        match (device.as_deref(), module) {
-            // Only its own modules: a child speaks for nobody else's.
-            (Some(d), Some(m)) if d == child && !m.is_empty() => {
-                Some((Identity::module(child, &m), output))
+        // Its own modules, and the clients it may act for (those behind it).
+        let device = device.filter(|d| !d.is_empty())?;
+        let module = module.filter(|m| !m.is_empty());
+        let named = dialect::TopicIdentity {
+            device_id: &device,
+            module_id: module.as_deref(),
+        };
+        if named.device_id == self.identity.device_id() && named.module_id.is_none() {
+            return None;
+        }
+        match self.downstream.as_ref()?.admit(named) {
+            Ok(origin) => Some((origin, output)),
+            Err(why) => {
+                warn!(client = %self.identity, "message kept as the child's own: {why}");
+                None
             }
-            _ => None,
         }
     }
 
@@ -620,6 +655,14 @@ impl Session {
             warn!(client = %s.identity, "subscription to {filter} refused: {why}");
             0x80
         };
+        if let Some(down) = &mut self.downstream
+            && filter.starts_with("$edgehub/")
+        {
+            return match down.subscribe(filter) {
+                Ok(()) => u8::from(granted != QoS::AtMostOnce),
+                Err(why) => refused(self, why),
+            };
+        }
         let subscription = match dialect::parse_subscription(filter) {
             Ok(s) => s,
             Err(e) => return refused(self, e.to_string()),
@@ -659,6 +702,17 @@ impl Session {
                         format!("{} may not read messages for {device_id}", self.identity),
                     );
                 }
+                if self.inputs.is_none() {
+                    match self
+                        .broker
+                        .hub
+                        .consume_durable(&Target::Device(device_id.into()))
+                    {
+                        Ok(consumer) => self.inputs = Some(consumer),
+                        Err(e) => return refused(self, e.to_string()),
+                    }
+                }
+                self.inputs_qos = granted;
             }
             Subscription::TwinResponses => self.twin_responses = true,
             Subscription::DesiredPatches => {
@@ -679,15 +733,21 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, filter: &str) {
+        if let Some(down) = &mut self.downstream
+            && filter.starts_with("$edgehub/")
+        {
+            down.unsubscribe(filter);
+            return;
+        }
         match dialect::parse_subscription(filter) {
-            Ok(Subscription::ModuleInputs { .. }) => {
+            Ok(Subscription::ModuleInputs { .. } | Subscription::CloudToDevice { .. }) => {
                 self.inputs = None;
                 self.in_flight.clear();
             }
             Ok(Subscription::TwinResponses) => self.twin_responses = false,
             Ok(Subscription::DesiredPatches) => self.desired = None,
             Ok(Subscription::MethodRequests) => self.methods = None,
-            Ok(Subscription::CloudToDevice { .. }) | Err(_) => {}
+            Err(_) => {}
         }
     }
 
@@ -697,10 +757,21 @@ impl Session {
         let n = self.entries.len() as u64;
         let mut done = Vec::new();
         for entry in self.entries.drain(..) {
-            let input = entry.input.as_deref().unwrap_or("default");
             let device = self.identity.device_id();
-            let module = self.identity.module_id().unwrap_or_default();
-            dialect::module_input_topic(&mut self.topic, device, module, input, &entry.message);
+            match self.identity.module_id() {
+                Some(module) => {
+                    let input = entry.input.as_deref().unwrap_or("default");
+                    dialect::module_input_topic(
+                        &mut self.topic,
+                        device,
+                        module,
+                        input,
+                        &entry.message,
+                    )
+                }
+                // A device's deliveries are its cloud-to-device messages.
+                None => dialect::cloud_to_device_topic(&mut self.topic, device, &entry.message),
+            };
             let body = entry.message.body();
             match self.inputs_qos {
                 QoS::AtMostOnce => {
@@ -740,6 +811,22 @@ impl Session {
             Delivery::AtMostOnce,
             patch.to_string().as_bytes(),
         );
+    }
+
+    fn send_downstream(&mut self, down: Down, out: &mut BytesMut) {
+        let Some(downstream) = &mut self.downstream else {
+            return;
+        };
+        let next = &mut self.next_pkid;
+        let mine = &self.in_flight;
+        downstream.write(down, out, |theirs| {
+            loop {
+                let pkid = next_pkid(next, mine);
+                if !theirs(pkid) {
+                    return pkid;
+                }
+            }
+        });
     }
 
     fn send_method(&mut self, call: MethodCall, out: &mut BytesMut) {
@@ -789,6 +876,13 @@ async fn take(consumer: &mut Option<Consumer>, max: usize, out: &mut Vec<Entry>)
 async fn desired(watch: &mut Option<DesiredWatch>, broker: &Broker) -> Option<Arc<Value>> {
     match watch {
         Some(w) => w.changed(&broker.twins).await,
+        None => pending().await,
+    }
+}
+
+async fn downstream(down: &mut Option<Downstream>) -> Option<Down> {
+    match down {
+        Some(d) => d.next().await,
         None => pending().await,
     }
 }

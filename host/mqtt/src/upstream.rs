@@ -15,29 +15,35 @@
 //! `$.cdid` / `$.cmid` (and `$.on`), which a parent Verge honours for its registered child edge
 //! devices. A plain IoT Hub endpoint keeps them as application properties.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v4::{
-    Connect, ConnectReturnCode, Login, Packet, PingReq, Subscribe, SubscribeFilter,
+    Connect, ConnectReturnCode, Login, Packet, PingReq, Subscribe, SubscribeFilter, Unsubscribe,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use verge_hub::{Entry, Hub, Target};
+use verge_hub::{Commit, Entry, MethodResponse, Target};
 use verge_identity::KeyStore;
-use verge_message::system;
+use verge_message::{Identity, Message, system};
 use verge_twin::TwinStore;
 
 use crate::codec::{self, Delivery};
-use crate::dialect;
+use crate::dialect::scoped::{self, ScopedDelivery};
+use crate::dialect::{self};
+use crate::{Broker, twin_id};
+
+const EDGE_AGENT: &str = "$edgeAgent";
+const EDGE_HUB: &str = "$edgeHub";
 
 /// Messages published and not yet acknowledged by the parent.
 pub const WINDOW: usize = 256;
@@ -141,8 +147,9 @@ enum LinkError {
     Token(String),
 }
 
-/// Forward `$upstream` to the parent until the task is dropped.
-pub async fn run(hub: Arc<Hub>, options: UpstreamOptions) {
+/// Keep the link to the parent until the task is dropped: forward `$upstream`, mirror the twins
+/// of every client this device serves, relay methods and cloud-to-device messages.
+pub async fn run(broker: Arc<Broker>, options: UpstreamOptions) {
     let tls = match tls_config(&options.trust_bundle) {
         Ok(tls) => tls,
         Err(e) => {
@@ -150,7 +157,10 @@ pub async fn run(hub: Arc<Hub>, options: UpstreamOptions) {
             return;
         }
     };
-    with_backoff("upstream connection", || connection(&hub, &options, &tls)).await;
+    with_backoff("upstream connection", || {
+        connection(&broker, &options, &tls)
+    })
+    .await;
 }
 
 /// Run `connect` again and again, waiting 1 s doubling to 60 s after each end (back to 1 s
@@ -192,17 +202,10 @@ fn tls_config(trust: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, St
     Ok(Arc::new(config))
 }
 
-fn token(
-    options: &UpstreamOptions,
-    module: Option<&str>,
-) -> Result<(String, SystemTime), LinkError> {
+fn token(options: &UpstreamOptions) -> Result<(String, SystemTime), LinkError> {
     let until = SystemTime::now() + TOKEN_TTL;
     let expiry = verge_identity::sas::expires_on(SystemTime::now(), TOKEN_TTL);
-    let mut resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
-    if let Some(module) = module {
-        resource.push_str("/modules/");
-        resource.push_str(module);
-    }
+    let resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
     verge_identity::sas::sign(&*options.keys, &options.key_label, &resource, expiry)
         .map(|t| (t, until))
         .map_err(|e| LinkError::Token(e.to_string()))
@@ -210,15 +213,13 @@ fn token(
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// Connect to the parent as `module` of this device (`None`: the device itself): TLS, CONNECT
-/// with a SAS token signed by the device's key, CONNACK. Returns the stream, its read buffer
-/// and when the token expires.
+/// Connect to the parent as this edge device: TLS, CONNECT with a SAS token signed by the
+/// device's key, CONNACK. Returns the stream, its read buffer and when the token expires.
 async fn open(
     options: &UpstreamOptions,
     tls: &Arc<ClientConfig>,
-    module: Option<&str>,
 ) -> Result<(Tls, BytesMut, SystemTime), LinkError> {
-    let (password, until) = token(options, module)?;
+    let (password, until) = token(options)?;
     let addr = (options.endpoint.as_str(), options.port);
     let tcp = timeout(Duration::from_secs(10), TcpStream::connect(addr))
         .await
@@ -234,16 +235,8 @@ async fn open(
     .map_err(|_| LinkError::Connect("TLS handshake timed out".into()))?
     .map_err(|e| LinkError::Connect(format!("TLS: {e}")))?;
 
-    let (client_id, username) = match module {
-        Some(m) => (
-            format!("{}/{m}", options.device_id),
-            format!("{}/{}/{m}/?{API}", options.hub_host_name, options.device_id),
-        ),
-        None => (
-            options.device_id.clone(),
-            format!("{}/{}/?{API}", options.hub_host_name, options.device_id),
-        ),
-    };
+    let client_id = options.device_id.clone();
+    let username = format!("{}/{}/?{API}", options.hub_host_name, options.device_id);
     let mut out = BytesMut::new();
     let mut connect = Connect::new(client_id);
     connect.keep_alive = KEEP_ALIVE.as_secs() as u16;
@@ -283,15 +276,55 @@ fn renewal(until: SystemTime) -> Instant {
             .saturating_sub(Duration::from_secs(300))
 }
 
+/// How often reported properties go up, and the set of clients is looked at again, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long the parent waits for a method answer from here.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One client this device acts for at the parent: its twin here, and what the parent has of
+/// its reported properties (`None` until the parent's twin arrived).
+struct Client {
+    twin: String,
+    theirs: Option<Value>,
+}
+
+/// The clients this device acts for at its parent: its system modules and deployed modules,
+/// its registered leaf devices and child edge devices (with their system and deployed
+/// modules), and every client its own child edge devices act for here.
+fn clients(broker: &Broker, device: &str) -> HashSet<Identity> {
+    let twins = &broker.twins;
+    let mut out = HashSet::new();
+    let edge = |out: &mut HashSet<Identity>, d: &str| {
+        for system in [EDGE_AGENT, EDGE_HUB] {
+            out.insert(Identity::module(d, system));
+        }
+        let agent = twins.desired(&twin_id(&Identity::module(d, EDGE_AGENT), device));
+        if let Some(modules) = agent.get("modules").and_then(Value::as_object) {
+            out.extend(modules.keys().map(|m| Identity::module(d, m)));
+        }
+    };
+    edge(&mut out, device);
+    for (d, is_edge) in broker.auth.downstream_devices() {
+        out.insert(Identity::device(&d));
+        if is_edge {
+            edge(&mut out, &d);
+        }
+    }
+    out.extend(broker.behind().list().into_iter().map(|(c, _)| c));
+    out
+}
+
 /// One connection: forward until it breaks or its token is about to expire.
 async fn connection(
-    hub: &Hub,
+    broker: &Arc<Broker>,
     options: &UpstreamOptions,
     tls: &Arc<ClientConfig>,
 ) -> Result<(), LinkError> {
-    let (mut stream, mut rbuf, until) = open(options, tls, None).await?;
+    let hub = &broker.hub;
+    let (mut stream, mut rbuf, until) = open(options, tls).await?;
     let mut out = BytesMut::new();
     tracing::info!(parent = %options.endpoint, device = %options.device_id, "upstream connected");
+    let malformed = |e: mqttbytes::Error| LinkError::Malformed(format!("{e:?}"));
 
     let mut consumer = hub
         .consume_durable(&Target::Upstream)
@@ -300,10 +333,15 @@ async fn connection(
     let mut next_pkid: u16 = 1;
     let mut entries: Vec<Entry> = Vec::with_capacity(WINDOW);
     let mut topic = String::new();
+    let mut served: HashMap<Identity, Client> = HashMap::new();
+    // Method answers come back from the tasks that ask the local clients.
+    let (answers_tx, mut answers) = mpsc::channel::<(Identity, String, MethodResponse)>(64);
+    let mut rid = 0u64;
     let renew_at = renewal(until);
     let mut heard = Instant::now();
     let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
     ping.tick().await;
+    let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         let room = WINDOW - in_flight.len();
         tokio::select! {
@@ -314,11 +352,14 @@ async fn connection(
                 heard = Instant::now();
                 let mut acked = Vec::new();
                 loop {
-                    match codec::read(&mut rbuf, 1 << 20) {
+                    match codec::read(&mut rbuf, 1 << 22) {
                         Ok(Some(Packet::PubAck(ack))) => acked.extend(in_flight.remove(&ack.pkid)),
+                        Ok(Some(Packet::Publish(p))) => {
+                            on_delivery(broker, options, &mut served, &answers_tx, p, &mut out).await?;
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
-                        Err(e) => return Err(LinkError::Malformed(format!("{e:?}"))),
+                        Err(e) => return Err(malformed(e)),
                     }
                 }
                 consumer.ack_all(acked);
@@ -342,11 +383,46 @@ async fn connection(
                     }
                 }
             }
+            Some((client, request_id, answer)) = answers.recv() => {
+                scoped::method_response_topic(&mut topic, &client, answer.status, &request_id);
+                let _ = codec::put_publish(&mut out, &topic, Delivery::AtMostOnce, answer.payload.as_bytes());
+            }
+            _ = tick.tick() => {
+                // New clients: subscribe for them and take their twins; gone ones: let go.
+                let wanted = clients(broker, &options.device_id);
+                let gone: Vec<Identity> = served.keys().filter(|c| !wanted.contains(*c)).cloned().collect();
+                if !gone.is_empty() {
+                    let filters = gone.iter().flat_map(scoped::client_filters).collect::<Vec<_>>();
+                    served.retain(|c, _| wanted.contains(c));
+                    let mut unsubscribe = Unsubscribe::new("");
+                    unsubscribe.topics = filters;
+                    unsubscribe.pkid = next_subscription(&mut rid);
+                    unsubscribe.write(&mut out).map_err(malformed)?;
+                }
+                let new: Vec<Identity> = wanted.into_iter().filter(|c| !served.contains_key(c)).collect();
+                if !new.is_empty() {
+                    let filters = new
+                        .iter()
+                        .flat_map(scoped::client_filters)
+                        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
+                    let mut subscribe = Subscribe::new_many(filters);
+                    subscribe.pkid = next_subscription(&mut rid);
+                    subscribe.write(&mut out).map_err(malformed)?;
+                    for client in new {
+                        scoped::twin_get_topic(&mut topic, &client, GET_RID);
+                        let _ = codec::put_publish(&mut out, &topic, Delivery::AtMostOnce, b"");
+                        let twin = twin_id(&client, &options.device_id);
+                        served.insert(client, Client { twin, theirs: None });
+                    }
+                    tracing::debug!(clients = served.len(), "acting for clients at the parent");
+                }
+                report(&broker.twins, &mut served, &mut rid, &mut topic, &mut out);
+            }
             _ = ping.tick() => {
                 if heard.elapsed() > KEEP_ALIVE * 3 / 2 {
                     return Err(LinkError::Quiet);
                 }
-                PingReq.write(&mut out).map_err(|e| LinkError::Malformed(format!("{e:?}")))?;
+                PingReq.write(&mut out).map_err(malformed)?;
             }
             () = sleep_until(renew_at) => {
                 tracing::info!("renewing the upstream connection before its token expires");
@@ -360,123 +436,137 @@ async fn connection(
     }
 }
 
-/// The twins of this device's system modules kept in step with the parent: `$edgeAgent` (the
-/// deployment) and `$edgeHub` (the routes).
-pub const MIRRORED_TWINS: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+/// The `$rid` of twin GETs (answers to reported patches are only logged when they fail).
+const GET_RID: &str = "get";
 
-/// How often reported properties go up, at most.
-const REPORT_EVERY: Duration = Duration::from_secs(2);
-
-/// Keep the local twin of system module `module` in step with the parent's: desired properties
-/// come down (a full GET on connect and whenever the parent announces a patch; the parent's
-/// versions are kept), reported properties go up (the whole document when it changed, at most
-/// every [`REPORT_EVERY`]). One connection as `{device}/{module}`, with the device's key.
-pub async fn mirror_twin(twins: Arc<TwinStore>, options: UpstreamOptions, module: &'static str) {
-    let tls = match tls_config(&options.trust_bundle) {
-        Ok(tls) => tls,
-        Err(e) => {
-            tracing::error!(error = %e, "twin mirroring not started: no usable trust bundle");
-            return;
-        }
-    };
-    with_backoff("upstream twin connection", || {
-        twin_connection(&twins, &options, &tls, module)
-    })
-    .await;
+/// Packet ids of SUBSCRIBE / UNSUBSCRIBE (their acks are not awaited).
+fn next_subscription(counter: &mut u64) -> u16 {
+    *counter += 1;
+    u16::try_from(*counter % u64::from(u16::MAX))
+        .unwrap_or(1)
+        .max(1)
 }
 
-async fn twin_connection(
+/// Send every served client's reported properties that changed since the parent last had them,
+/// as a patch (nulls for keys that went away).
+fn report(
     twins: &TwinStore,
+    served: &mut HashMap<Identity, Client>,
+    rid: &mut u64,
+    topic: &mut String,
+    out: &mut BytesMut,
+) {
+    for (client, state) in served.iter_mut() {
+        let Some(theirs) = &state.theirs else {
+            continue;
+        };
+        let mut reported = twins.reported(&state.twin);
+        if let Some(map) = reported.as_object_mut() {
+            map.remove(verge_twin::VERSION_KEY);
+        }
+        let Value::Object(now) = &reported else {
+            continue;
+        };
+        let before = theirs.as_object().cloned().unwrap_or_default();
+        let patch = verge_twin::patch::diff(&before, now);
+        if patch.is_empty() {
+            continue;
+        }
+        *rid += 1;
+        scoped::twin_reported_topic(topic, client, &format!("r{rid}"));
+        let body = Value::Object(patch).to_string();
+        let _ = codec::put_publish(out, topic, Delivery::AtMostOnce, body.as_bytes());
+        state.theirs = Some(reported);
+    }
+}
+
+/// Something the parent sent for one of the clients.
+async fn on_delivery(
+    broker: &Arc<Broker>,
     options: &UpstreamOptions,
-    tls: &Arc<ClientConfig>,
-    module: &str,
+    served: &mut HashMap<Identity, Client>,
+    answers: &mpsc::Sender<(Identity, String, MethodResponse)>,
+    p: mqttbytes::v4::Publish,
+    out: &mut BytesMut,
 ) -> Result<(), LinkError> {
-    let (mut stream, mut rbuf, until) = open(options, tls, Some(module)).await?;
-    let mut out = BytesMut::new();
-    let malformed = |e: mqttbytes::Error| LinkError::Malformed(format!("{e:?}"));
-    Subscribe::new_many([
-        SubscribeFilter::new("$iothub/twin/res/#".into(), QoS::AtMostOnce),
-        SubscribeFilter::new(
-            "$iothub/twin/PATCH/properties/desired/#".into(),
-            QoS::AtMostOnce,
-        ),
-    ])
-    .write(&mut out)
-    .map_err(malformed)?;
-    let get = |out: &mut BytesMut| {
-        let _ = codec::put_publish(out, "$iothub/twin/GET/?$rid=get", Delivery::AtMostOnce, b"");
+    let delivery = match scoped::parse_delivery(&p.topic) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, error = %e, "the parent sent a topic this link does not know");
+            return Ok(());
+        }
     };
-    get(&mut out);
-    stream.write_all(&out).await?;
-    out.clear();
-    tracing::info!(module, "upstream twin connected");
-    let renew_at = renewal(until);
-    let mut heard = Instant::now();
-    let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
-    let mut report = tokio::time::interval(REPORT_EVERY);
-    let mut sent: Option<Value> = None;
-    let mut rid = 0u64;
-    loop {
-        tokio::select! {
-            read = stream.read_buf(&mut rbuf) => {
-                if read? == 0 {
-                    return Err(LinkError::Connect("the parent closed the connection".into()));
-                }
-                heard = Instant::now();
-                loop {
-                    match codec::read(&mut rbuf, 1 << 22) {
-                        Ok(Some(Packet::Publish(p))) => {
-                            if p.topic.starts_with("$iothub/twin/res/200/") && p.topic.contains("$rid=get") {
-                                if let Some(theirs) = mirror(twins, &options.twin_cache, module, &p.payload) {
-                                    // Reports from here on are patches against what the parent has.
-                                    sent.get_or_insert(theirs);
-                                }
-                            } else if p.topic.starts_with("$iothub/twin/PATCH/properties/desired/") {
-                                // A patch announces a change: take the whole document, as a
-                                // reconnect does, so that nothing is ever half-applied.
-                                get(&mut out);
-                            } else if let Some(status) = p.topic.strip_prefix("$iothub/twin/res/")
-                                && !status.starts_with('2')
-                            {
-                                tracing::warn!(module, topic = %p.topic, "the parent refused a twin request");
-                            }
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => return Err(malformed(e)),
+    let mut topic = String::new();
+    match delivery {
+        ScopedDelivery::TwinResponse {
+            client,
+            status,
+            request_id,
+        } => {
+            let client = client.to_identity();
+            if status == 200 && request_id == GET_RID {
+                if let Some(state) = served.get_mut(&client) {
+                    let theirs =
+                        mirror(&broker.twins, &options.twin_cache, &state.twin, &p.payload);
+                    // Reports from here on are patches against what the parent has.
+                    if state.theirs.is_none() {
+                        state.theirs = theirs;
                     }
                 }
+            } else if !(200..300).contains(&status) {
+                tracing::warn!(%client, status, body = %String::from_utf8_lossy(&p.payload), "the parent refused a twin request");
             }
-            _ = report.tick(), if sent.is_some() => {
-                let mut reported = twins.reported(module);
-                if let Some(map) = reported.as_object_mut() {
-                    map.remove(verge_twin::VERSION_KEY);
-                }
-                let Value::Object(now) = &reported else { continue };
-                let before = sent.as_ref().and_then(Value::as_object).cloned().unwrap_or_default();
-                // Only what changed, with nulls for what went away (a module removed).
-                let patch = verge_twin::patch::diff(&before, now);
-                if !patch.is_empty() {
-                    rid += 1;
-                    let topic = format!("$iothub/twin/PATCH/properties/reported/?$rid=r{rid}");
-                    let body = Value::Object(patch).to_string();
-                    let _ = codec::put_publish(&mut out, &topic, Delivery::AtMostOnce, body.as_bytes());
-                    sent = Some(reported);
-                }
-            }
-            _ = ping.tick() => {
-                if heard.elapsed() > KEEP_ALIVE * 3 / 2 {
-                    return Err(LinkError::Quiet);
-                }
-                PingReq.write(&mut out).map_err(malformed)?;
-            }
-            () = sleep_until(renew_at) => return Ok(()),
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
+        ScopedDelivery::DesiredPatch { client } => {
+            // A patch announces a change: take the whole document, as a reconnect does, so
+            // that nothing is ever half-applied.
+            scoped::twin_get_topic(&mut topic, &client.to_identity(), GET_RID);
+            let _ = codec::put_publish(out, &topic, Delivery::AtMostOnce, b"");
+        }
+        ScopedDelivery::MethodRequest {
+            client,
+            method,
+            request_id,
+        } => {
+            let client = client.to_identity();
+            let (method, request_id) = (method.to_owned(), request_id.to_owned());
+            let payload = String::from_utf8_lossy(&p.payload).into_owned();
+            let hub = Arc::clone(&broker.hub);
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let answer = hub
+                    .methods()
+                    .invoke(&client, &method, &payload, METHOD_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| MethodResponse {
+                        status: i32::from(e.status()),
+                        payload: serde_json::json!({ "message": e.to_string() }).to_string(),
+                    });
+                let _ = answers.send((client, request_id, answer)).await;
+            });
+        }
+        ScopedDelivery::CloudToDevice { client, bag } => {
+            let device = client.device_id;
+            let mut message = Message::new(p.payload.clone());
+            if let Err(e) = dialect::decode_properties(bag, &mut message) {
+                tracing::warn!(device, error = %e, "a cloud-to-device message with a bad property bag was dropped");
+            } else {
+                let commit = Commit {
+                    messages: vec![Arc::new(message)],
+                    to: Some(Target::Device(device.into())),
+                    ..Commit::default()
+                };
+                // Stored here before the parent may forget it.
+                broker.hub.commit(commit).await.map_err(|e| {
+                    LinkError::Connect(format!("storing a cloud-to-device message: {e}"))
+                })?;
+            }
+            if p.qos == QoS::AtLeastOnce {
+                codec::put_puback(out, p.pkid);
+            }
         }
     }
+    Ok(())
 }
 
 /// The twin cache: `{"$edgeAgent": {desired, with "$version"}, "$edgeHub": {…}}`.

@@ -149,14 +149,7 @@ pub async fn start(
         options.twin_cache = data_dir.join("upstream-twins.json");
         verge_mqtt::upstream::restore_twins(twins, &options.twin_cache);
         tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
-        for module in verge_mqtt::upstream::MIRRORED_TWINS {
-            tokio::spawn(verge_mqtt::upstream::mirror_twin(
-                Arc::clone(twins),
-                options.clone(),
-                module,
-            ));
-        }
-        tokio::spawn(verge_mqtt::upstream::run(Arc::clone(hub), options));
+        tokio::spawn(verge_mqtt::upstream::run(Arc::clone(&broker), options));
     }
     Ok(Security {
         registry,

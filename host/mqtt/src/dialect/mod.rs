@@ -16,6 +16,7 @@
 pub mod escape;
 pub mod outbound;
 pub mod propbag;
+pub mod scoped;
 pub mod template;
 pub mod topic;
 pub mod username;
