@@ -10,7 +10,8 @@ Prints one JSON object per line for each thing that happened, so that the Rust t
 them; runs until stdin reaches end of file (the test closes it) or 60 s pass.
 
 device: sends one telemetry message (with a property and a content type), gets the twin, patches
-reported properties, answers any direct method and prints desired-property patches.
+reported properties, answers any direct method, prints desired-property patches and
+cloud-to-device messages.
 module: everything of device, plus prints every message on any input and sends each one back on
 output "echo"; sends one message on output "out" at start.
 invoke: as the module of CONNECTION_STRING, invokes METHOD on DEVICE's MODULE ("-" for the device
@@ -142,10 +143,17 @@ def main():
             echo.custom_properties["echoed"] = "yes"
             client.send_message_to_output(echo, "echo")
 
+    def on_c2d(message):
+        emit(
+            "c2d",
+            data=message.data.decode("utf-8", "replace"),
+            properties=message.custom_properties,
+            message_id=message.message_id,
+        )
+
     client.on_method_request_received = on_method
     client.on_twin_desired_properties_patch_received = on_desired
-    if kind == "module":
-        client.on_message_received = on_message
+    client.on_message_received = on_message if kind == "module" else on_c2d
     client.connect()
     emit("connected")
 

@@ -9,6 +9,9 @@
 //! | `GET /modules/{name}/logs?tail=N&follow=true` | newline-delimited [`LogEntry`] |
 //! | `POST /modules/{name}/restart` | 204 |
 //! | `POST /modules/{name}/methods` ([`MethodRequest`]) | [`MethodAnswer`] (IoT Hub's shape) |
+//! | `POST /devices/{device}[/modules/{module}]/methods` ([`MethodRequest`]) | [`MethodAnswer`]: a leaf device, or a client behind a child edge device |
+//! | `POST /devices/{device}/messages` ([`verge_message::json::MessageDoc`]) | 202: a cloud-to-device message, stored until the device takes it |
+//! | `POST /devices/{child}/deployment` (a deployment manifest) | [`DeployReport`]: the child's twins are set |
 //! | `GET /monitor?queued=true` | newline-delimited [`verge_message::json::MessageDoc`] |
 //! | `GET /identities` | [`IdentityInfo`]s |
 //! | `POST /identities` ([`NewIdentity`]) | 201 [`AddedIdentity`] (SAS keys only here, once) |

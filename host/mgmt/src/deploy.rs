@@ -146,15 +146,17 @@ pub async fn deploy(services: &Services, manifest: &Value) -> DeployReport {
 /// The child picks them up over its upstream connection and judges them itself: its agent
 /// reports the outcome (200, 400, 412, 417, ...) in the `$edgeAgent` reported properties.
 pub fn deploy_to_child(services: &Services, child: &str, manifest: &Value) -> DeployReport {
+    // A child edge device registered here, or one further down that a child acts for.
     let is_child = services
         .identities
         .get(&verge_hub::Identity::device(child))
-        .is_some_and(|r| r.kind == verge_identity::IdentityKind::ChildEdgeDevice);
+        .is_some_and(|r| r.kind == verge_identity::IdentityKind::ChildEdgeDevice)
+        || services.mqtt.behind().child_of(child).is_some();
     if !is_child {
         return refused(
             StatusCode::ConfigFormatError,
             format!(
-                "{child:?} is not a child edge device here (verge identity add edge-device {child})"
+                "{child:?} is not a child edge device here (verge identity add edge-device {child}), nor behind one"
             ),
         );
     }

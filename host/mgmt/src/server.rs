@@ -246,10 +246,31 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Answer, In
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         (Method::POST, ["modules", name, "methods"]) => {
-            let name = (*name).to_owned();
+            let who = Identity::module(services.hub.device_id(), name);
             match read_json(req).await {
                 Err(answer) => answer,
-                Ok(body) => invoke(&services, &name, body).await,
+                Ok(body) => invoke(&services, &who, body).await,
+            }
+        }
+        (Method::POST, ["devices", device, "methods"]) => {
+            let who = Identity::device(device);
+            match read_json(req).await {
+                Err(answer) => answer,
+                Ok(body) => invoke(&services, &who, body).await,
+            }
+        }
+        (Method::POST, ["devices", device, "modules", module, "methods"]) => {
+            let who = Identity::module(device, module);
+            match read_json(req).await {
+                Err(answer) => answer,
+                Ok(body) => invoke(&services, &who, body).await,
+            }
+        }
+        (Method::POST, ["devices", device, "messages"]) => {
+            let device = (*device).to_owned();
+            match read_json(req).await {
+                Err(answer) => answer,
+                Ok(body) => cloud_to_device(&services, &device, body).await,
             }
         }
         (Method::GET, ["monitor"]) => monitor(&services, &query(&req)),
@@ -365,7 +386,47 @@ fn monitor(services: &Services, query: &HashMap<String, String>) -> Answer {
     ndjson(rx)
 }
 
-async fn invoke(services: &Services, module: &str, body: serde_json::Value) -> Answer {
+/// A cloud-to-device message for `device`: a leaf device registered here or a device behind a
+/// child edge device. Stored in the device's queue until the device (or the child it is behind)
+/// takes it; 202 once durable.
+async fn cloud_to_device(services: &Services, device: &str, body: serde_json::Value) -> Answer {
+    let registered = services
+        .identities
+        .get(&Identity::device(device))
+        .is_some_and(|r| {
+            matches!(
+                r.kind,
+                verge_identity::IdentityKind::LeafDevice
+                    | verge_identity::IdentityKind::ChildEdgeDevice
+            )
+        });
+    if !registered && services.mqtt.behind().child_of(device).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{device:?} is not a device of this one: neither registered here nor seen behind a child edge device"
+            ),
+        );
+    }
+    let message = match serde_json::from_value::<MessageDoc>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|doc| doc.to_message().map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a message: {e}")),
+    };
+    let commit = verge_hub::Commit {
+        messages: vec![std::sync::Arc::new(message)],
+        to: Some(verge_hub::Target::Device(device.into())),
+        ..verge_hub::Commit::default()
+    };
+    match services.hub.commit(commit).await {
+        Ok(_) => empty(StatusCode::ACCEPTED),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn invoke(services: &Services, who: &Identity, body: serde_json::Value) -> Answer {
     let request: MethodRequest = match serde_json::from_value(body) {
         Ok(r) => r,
         Err(e) => {
@@ -376,12 +437,11 @@ async fn invoke(services: &Services, module: &str, body: serde_json::Value) -> A
         }
     };
     let timeout = Duration::from_secs(request.response_timeout_in_seconds.unwrap_or(30));
-    let who = Identity::module(services.hub.device_id(), module);
     let payload = request.payload.to_string();
     match services
         .hub
         .methods()
-        .invoke(&who, &request.method_name, &payload, timeout)
+        .invoke(who, &request.method_name, &payload, timeout)
         .await
     {
         Ok(answer) => json(

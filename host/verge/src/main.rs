@@ -93,18 +93,38 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
-    /// Call a module's direct method.
+    /// Call a direct method: `verge invoke MODULE METHOD [PAYLOAD]` for a module of this device,
+    /// `verge invoke --device D [--module M] METHOD [PAYLOAD]` for a leaf device or a client
+    /// behind a child edge device.
     Invoke {
-        /// The module.
-        module: String,
-        /// The method.
-        method: String,
-        /// JSON payload.
-        #[arg(default_value = "{}")]
-        payload: String,
+        /// `[MODULE] METHOD [PAYLOAD]` (no MODULE with --device); the payload is JSON, `{}` if
+        /// missing.
+        #[arg(num_args = 1..=3, required = true)]
+        args: Vec<String>,
+        /// The device (a leaf device, a child edge device or one behind it).
+        #[arg(long)]
+        device: Option<String>,
+        /// A module of --device.
+        #[arg(long, requires = "device")]
+        module: Option<String>,
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+    /// Send a cloud-to-device message to a device (a leaf device, or one behind a child edge
+    /// device); it waits in the device's queue until the device takes it.
+    Send {
+        /// The device.
+        #[arg(long)]
+        device: String,
+        /// The body (text).
+        body: String,
+        /// An application property, `NAME=VALUE` (repeatable).
+        #[arg(long = "property", value_name = "NAME=VALUE")]
+        properties: Vec<String>,
+        /// The message id.
+        #[arg(long)]
+        message_id: Option<String>,
     },
     /// Show twins.
     Twin {
@@ -184,8 +204,16 @@ enum IdentityCommand {
 enum TwinCommand {
     /// Print a twin's desired and reported properties.
     Show {
-        /// A module id, `$edgeAgent`, `$edgeHub`, or `devices/ID` for a leaf device.
-        id: String,
+        /// A module id, `$edgeAgent`, `$edgeHub`, or `devices/ID` for a leaf device (not with
+        /// --device).
+        #[arg(required_unless_present = "device", conflicts_with = "device")]
+        id: Option<String>,
+        /// A device's twin (a leaf device, a child edge device or one behind it)...
+        #[arg(long)]
+        device: Option<String>,
+        /// ...or the twin of its module M.
+        #[arg(long, requires = "device")]
+        module: Option<String>,
     },
     /// Merge a JSON patch into a twin's desired properties (as the cloud would); prints the new
     /// desired version. The twin's module or device gets the patch.
@@ -285,14 +313,37 @@ fn main() -> ExitCode {
                 queued,
             } => cli::monitor(&client(), count, timeout, queued).await,
             Command::Invoke {
+                args,
+                device,
                 module,
-                method,
-                payload,
                 timeout,
-            } => cli::invoke(&client(), &module, &method, &payload, timeout).await,
+            } => {
+                cli::invoke(
+                    &client(),
+                    device.as_deref(),
+                    module.as_deref(),
+                    &args,
+                    timeout,
+                )
+                .await
+            }
+            Command::Send {
+                device,
+                body,
+                properties,
+                message_id,
+            } => cli::send(&client(), &device, &body, &properties, message_id).await,
             Command::Twin {
-                command: TwinCommand::Show { id },
-            } => cli::twin_show(&client(), &id).await,
+                command: TwinCommand::Show { id, device, module },
+            } => {
+                let id = match (id, device, module) {
+                    (Some(id), _, _) => id,
+                    (None, Some(d), Some(m)) => format!("devices/{d}/modules/{m}"),
+                    (None, Some(d), None) => format!("devices/{d}"),
+                    (None, None, _) => unreachable!("clap requires an id or --device"),
+                };
+                cli::twin_show(&client(), &id).await
+            }
             Command::Twin {
                 command: TwinCommand::Update { id, patch },
             } => cli::twin_update(&client(), &id, &patch).await,

@@ -219,14 +219,42 @@ pub async fn monitor(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `verge invoke MODULE METHOD [PAYLOAD]`
+/// `verge invoke MODULE METHOD [PAYLOAD]` (a module of this device) or `verge invoke --device D
+/// [--module M] METHOD [PAYLOAD]` (a leaf device, or a client behind a child edge device).
 pub async fn invoke(
     client: &Client,
-    module: &str,
-    method: &str,
-    payload: &str,
+    device: Option<&str>,
+    module: Option<&str>,
+    args: &[String],
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
+    let (path, rest) = match (device, module, args) {
+        (None, _, [module, rest @ ..]) if !rest.is_empty() => {
+            (format!("/modules/{}/methods", encode_segment(module)), rest)
+        }
+        (Some(d), Some(m), rest) if rest.len() <= 2 => (
+            format!(
+                "/devices/{}/modules/{}/methods",
+                encode_segment(d),
+                encode_segment(m)
+            ),
+            rest,
+        ),
+        (Some(d), None, rest) if rest.len() <= 2 => {
+            (format!("/devices/{}/methods", encode_segment(d)), rest)
+        }
+        _ => {
+            eprintln!(
+                "usage: verge invoke MODULE METHOD [PAYLOAD] | verge invoke --device D [--module M] METHOD [PAYLOAD]"
+            );
+            return Ok(ExitCode::from(USAGE));
+        }
+    };
+    let Some(method) = rest.first() else {
+        eprintln!("error: no method name");
+        return Ok(ExitCode::from(USAGE));
+    };
+    let payload = rest.get(1).map_or("{}", String::as_str);
     let payload: Value = match serde_json::from_str(payload) {
         Ok(v) => v,
         Err(e) => {
@@ -235,14 +263,11 @@ pub async fn invoke(
         }
     };
     let request = MethodRequest {
-        method_name: method.to_owned(),
+        method_name: method.clone(),
         payload,
         response_timeout_in_seconds: Some(timeout),
     };
-    match client
-        .post::<_, MethodAnswer>(&format!("/modules/{module}/methods"), &request)
-        .await
-    {
+    match client.post::<_, MethodAnswer>(&path, &request).await {
         Ok(answer) => {
             out(&serde_json::to_string(&answer)?);
             Ok(ExitCode::SUCCESS)
@@ -253,6 +278,42 @@ pub async fn invoke(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `verge send --device D BODY [--property K=V]... [--message-id ID]`
+pub async fn send(
+    client: &Client,
+    device: &str,
+    body: &str,
+    properties: &[String],
+    message_id: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut doc = MessageDoc {
+        body: Value::String(body.to_owned()),
+        body_encoding: Some(verge_message::json::BodyEncoding::Utf8),
+        ..MessageDoc::default()
+    };
+    for property in properties {
+        let Some((name, value)) = property.split_once('=') else {
+            eprintln!("error: --property {property:?} is not NAME=VALUE");
+            return Ok(ExitCode::from(USAGE));
+        };
+        doc.properties
+            .insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    if let Some(id) = message_id {
+        doc.system_properties.insert(
+            verge_message::system::MESSAGE_ID.to_owned(),
+            Value::String(id),
+        );
+    }
+    client
+        .post_empty(
+            &format!("/devices/{}/messages", encode_segment(device)),
+            &doc,
+        )
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `verge identity add device|module NAME [--thumbprint T [--secondary-thumbprint T]] [--ca]`

@@ -1,0 +1,240 @@
+//! Nested Verges on loopback: a root, its child edge devices, their leaf devices and children.
+//! Everything the root does for a device behind a child (twins, deployments, cloud-to-device
+//! messages, direct methods) travels on the child's one upstream connection.
+
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use verge_tests::daemon::{Daemon, deployment, wasm_module};
+use verge_tests::guest;
+use verge_tests::mqtt::{self, SdkClient, add_identity};
+
+/// A Verge whose `[upstream]` is `parent`, registered there as edge device `name`, serving MQTT
+/// over TLS on `ip`:8883 (its host name) for devices of its own. `[mqtt]` comes last.
+fn nested_config(parent: &Daemon, name: &str, ip: &str) -> String {
+    let cs = add_identity(parent, "edge-device", name);
+    let ca = parent.dir().join(format!("{name}-parent-ca.pem"));
+    std::fs::write(&ca, parent.cli_ok(&["trust-bundle"])).unwrap();
+    format!(
+        "device_id = \"{name}\"\nhostname = \"{ip}\"\n\
+         [metrics]\nbind = \"{ip}\"\nport = 0\n\
+         [upstream]\nconnection_string = \"{cs}\"\ntrust_bundle = \"{}\"\n\
+         [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n\
+         [mqtt]\nbind = \"{ip}\"\ntls_port = 8883\nhttps_port = 0\n",
+        ca.display()
+    )
+}
+
+/// `verge deploy FILE --device DEVICE` on `root`, retried while `root` does not know the device
+/// yet (a grandchild becomes known when its parent first acts for it).
+fn deploy_to(root: &Daemon, device: &str, name: &str, manifest: &Value) {
+    let path = root.dir().join(format!("{name}.json"));
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let started = Instant::now();
+    loop {
+        let out = root.cli(&["deploy", path.to_str().unwrap(), "--device", device]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            mqtt::output_text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A deployment of routes only.
+fn routes(routes: Value) -> Value {
+    deployment(json!({}), routes, json!({}))
+}
+
+fn agent_reported(root: &Daemon, device: &str) -> Value {
+    root.twin(&format!("devices/{device}/modules/$edgeAgent"))["reported"].clone()
+}
+
+#[test]
+fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_root() {
+    let (root_ip, child_ip) = (mqtt::loopback_ip(), mqtt::loopback_ip());
+    let root = Daemon::start(
+        "leaf-root",
+        &mqtt::config(&root_ip, mqtt::free_port()),
+        None,
+    );
+    let out = root.deploy(
+        "root",
+        &routes(
+            json!({ "up": "FROM /messages/* WHERE $connectionDeviceId = 'leaf' INTO $upstream" }),
+        ),
+    );
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+    let child = Daemon::start(
+        "leaf-child",
+        &nested_config(&root, "child", &child_ip),
+        None,
+    );
+    // The child's routes come from the root, like everything it runs.
+    deploy_to(
+        &root,
+        "child",
+        "child",
+        &routes(json!({ "up": "FROM /messages/* INTO $upstream" })),
+    );
+    root.wait_until(
+        "the child applied its routes",
+        Duration::from_secs(30),
+        |r| agent_reported(r, "child")["lastDesiredStatus"]["code"] == 200,
+    );
+
+    // The leaf device is the child's: registered there, connected there.
+    let leaf = add_identity(&child, "device", "leaf");
+    let ca = child.dir().join("leaf-ca.pem");
+    std::fs::write(&ca, child.cli_ok(&["trust-bundle"])).unwrap();
+    let mut device = SdkClient::start("device", &leaf, &ca);
+    device.event("connected");
+    device.event("reported");
+    device.event("sent");
+
+    // Reported properties reach the root's twin of the leaf; telemetry arrives from the leaf.
+    root.wait_until(
+        "the leaf's reported properties at the root",
+        Duration::from_secs(30),
+        |r| r.twin("devices/leaf")["reported"]["kind"] == "device",
+    );
+    let up = root.monitor(1, 30.0, true);
+    assert_eq!(up.len(), 1, "{}", child.log());
+    assert_eq!(up[0]["origin"]["deviceId"], "leaf", "{}", up[0]);
+    assert_eq!(up[0]["properties"]["origin"], "python-sdk", "{}", up[0]);
+
+    // A desired patch set at the root reaches the leaf.
+    root.cli_ok(&["twin", "update", "devices/leaf", r#"{"interval": 7}"#]);
+    let patch = device.expect("the desired patch", |v| v["event"] == "desired");
+    assert_eq!(patch["patch"]["interval"], 7, "{patch}");
+
+    // A cloud-to-device message from the root.
+    root.cli_ok(&[
+        "send",
+        "--device",
+        "leaf",
+        "--property",
+        "kind=greeting",
+        "--message-id",
+        "m-1",
+        "hello leaf",
+    ]);
+    let c2d = device.event("c2d");
+    assert_eq!(c2d["data"], "hello leaf", "{c2d}");
+    assert_eq!(c2d["properties"]["kind"], "greeting", "{c2d}");
+    assert_eq!(c2d["message_id"], "m-1", "{c2d}");
+
+    // A direct method invoked at the root is answered by the leaf.
+    let answer: Value =
+        serde_json::from_str(&root.cli_ok(&["invoke", "--device", "leaf", "reboot", r#""now""#]))
+            .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["payload"]["echo"], "now", "{answer}");
+    assert_eq!(device.event("method")["name"], "reboot");
+    device.close();
+
+    // A device nobody knows: refused at once, nothing queued.
+    let out = root.cli(&["send", "--device", "nobody", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        mqtt::output_text(&out).contains("not a device of this one"),
+        "{}",
+        mqtt::output_text(&out)
+    );
+}
+
+#[test]
+fn a_three_level_chain_carries_deployments_down_and_telemetry_up() {
+    let ips = [
+        mqtt::loopback_ip(),
+        mqtt::loopback_ip(),
+        mqtt::loopback_ip(),
+    ];
+    let root = Daemon::start(
+        "chain-root",
+        &mqtt::config(&ips[0], mqtt::free_port()),
+        None,
+    );
+    let out = root.deploy(
+        "root",
+        &routes(
+            json!({ "up": "FROM /messages/* WHERE $connectionDeviceId = 'leafedge' INTO $upstream" }),
+        ),
+    );
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+    let middle = Daemon::start(
+        "chain-middle",
+        &nested_config(&root, "middle", &ips[1]),
+        None,
+    );
+    let leafedge = Daemon::start(
+        "chain-leafedge",
+        &nested_config(&middle, "leafedge", &ips[2]),
+        None,
+    );
+    deploy_to(
+        &root,
+        "middle",
+        "middle",
+        &routes(json!({ "up": "FROM /messages/* INTO $upstream" })),
+    );
+
+    // The root deploys to the grandchild, which it knows only through the middle.
+    let misbehave = guest("misbehave");
+    let good = deployment(
+        json!({ "source": wasm_module(&misbehave, &[("Mode", json!("source")), ("Burst", json!("1")),
+            ("TickMs", json!("50")), ("Size", json!("16")), ("Total", json!("20"))], json!({})) }),
+        json!({ "up": "FROM /messages/modules/source/outputs/* INTO $upstream" }),
+        json!({}),
+    );
+    deploy_to(&root, "leafedge", "good", &good);
+    root.wait_until(
+        "the grandchild reports 200 with its module running",
+        Duration::from_secs(60),
+        |r| {
+            let rep = agent_reported(r, "leafedge");
+            rep["lastDesiredStatus"]["code"] == 200
+                && rep["modules"]["source"]["runtimeStatus"] == "running"
+        },
+    );
+    assert_eq!(
+        leafedge.module("source").unwrap()["status"],
+        "running",
+        "{}",
+        leafedge.log()
+    );
+    // Its module's telemetry climbs two levels and keeps its origin.
+    let up = root.monitor(3, 60.0, true);
+    assert_eq!(up.len(), 3, "{}", middle.log());
+    for m in &up {
+        assert_eq!(m["origin"]["deviceId"], "leafedge", "{m}");
+        assert_eq!(m["origin"]["moduleId"], "source", "{m}");
+    }
+
+    // Bad deployments through the twin: the grandchild says why, and keeps running.
+    let mut malformed = good.clone();
+    malformed["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"] = json!(5);
+    deploy_to(&root, "leafedge", "malformed", &malformed);
+    root.wait_until("400 from the grandchild", Duration::from_secs(30), |r| {
+        agent_reported(r, "leafedge")["lastDesiredStatus"]["code"] == 400
+    });
+    let mut empty = good.clone();
+    empty["modulesContent"]["$edgeAgent"]["properties.desired"] = json!({});
+    deploy_to(&root, "leafedge", "empty", &empty);
+    root.wait_until("417 from the grandchild", Duration::from_secs(30), |r| {
+        agent_reported(r, "leafedge")["lastDesiredStatus"]["code"] == 417
+    });
+    assert_eq!(
+        leafedge.module("source").unwrap()["status"],
+        "running",
+        "the last good deployment stopped:\n{}",
+        leafedge.log()
+    );
+}
