@@ -105,6 +105,14 @@ fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_
         Duration::from_secs(30),
         |r| r.twin("devices/leaf")["reported"]["kind"] == "device",
     );
+    let clients = |r: &Daemon| {
+        r.twin("devices/child/modules/$edgeHub")["reported"]["clients"]["leaf"].clone()
+    };
+    root.wait_until(
+        "the child's $edgeHub reports the leaf connected",
+        Duration::from_secs(30),
+        |r| clients(r)["status"] == "Connected",
+    );
     let up = root.monitor(1, 30.0, true);
     assert_eq!(up.len(), 1, "{}", child.log());
     assert_eq!(up[0]["origin"]["deviceId"], "leaf", "{}", up[0]);
@@ -139,6 +147,14 @@ fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_
     assert_eq!(answer["payload"]["echo"], "now", "{answer}");
     assert_eq!(device.event("method")["name"], "reboot");
     device.close();
+    root.wait_until(
+        "the child's $edgeHub reports the leaf disconnected",
+        Duration::from_secs(30),
+        |r| {
+            clients(r)["status"] == "Disconnected"
+                && clients(r)["lastDisconnectedTimeUtc"].is_string()
+        },
+    );
 
     // A device nobody knows: refused at once, nothing queued.
     let out = root.cli(&["send", "--device", "nobody", "x"]);
@@ -192,7 +208,7 @@ fn a_three_level_chain_carries_deployments_down_and_telemetry_up() {
         json!({ "source": wasm_module(&misbehave, &[("Mode", json!("source")), ("Burst", json!("1")),
             ("TickMs", json!("50")), ("Size", json!("16")), ("Total", json!("20"))], json!({})) }),
         json!({ "up": "FROM /messages/modules/source/outputs/* INTO $upstream" }),
-        json!({}),
+        json!({ "source": { "greeting": "hello" } }),
     );
     deploy_to(&root, "leafedge", "good", &good);
     root.wait_until(
@@ -209,6 +225,12 @@ fn a_three_level_chain_carries_deployments_down_and_telemetry_up() {
         "running",
         "{}",
         leafedge.log()
+    );
+    // The module's own twin came down too.
+    leafedge.wait_until(
+        "the module's desired properties on the grandchild",
+        Duration::from_secs(30),
+        |l| l.twin("source")["desired"]["greeting"] == "hello",
     );
     // Its module's telemetry climbs two levels and keeps its origin.
     let up = root.monitor(3, 60.0, true);

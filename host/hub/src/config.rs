@@ -46,12 +46,18 @@ pub fn load(desired: &Value) -> Result<RouteSet, (StatusCode, String)> {
 }
 
 fn report(twins: &TwinStore, version: u64, code: StatusCode, description: &str) {
+    // The clients' connection status is the MQTT front's to keep; a new status keeps it.
+    let clients = twins
+        .reported(EDGE_HUB_TWIN)
+        .get("clients")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let reported = json!({
         "schemaVersion": "1.0",
         "version": { "version": env!("CARGO_PKG_VERSION") },
         "lastDesiredVersion": version,
         "lastDesiredStatus": { "code": u16::from(code), "description": description },
-        "clients": {},
+        "clients": clients,
     });
     if let Value::Object(map) = reported {
         twins.set_reported(EDGE_HUB_TWIN, map);

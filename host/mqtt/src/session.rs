@@ -179,6 +179,7 @@ where
         s => Some(Duration::from_millis(u64::from(s) * 1500)),
     };
     info!(%peer, client = %identity, "connected");
+    report_client(&broker, &identity, true);
     let mut session = Session::new(Arc::clone(&broker), identity.clone());
     session.child_edge = broker.auth.is_child_edge(&identity);
     if session.child_edge {
@@ -210,6 +211,25 @@ where
     }
     // The consumer returns its in-flight deliveries before the next connection may start.
     drop(session);
+    report_client(&broker, &identity, false);
+}
+
+/// `$edgeHub` reported `clients.{id}`: `status` (`Connected` / `Disconnected`) and the time of
+/// the change (`lastConnectedTimeUtc` / `lastDisconnectedTimeUtc`), as IoT Edge reports them.
+fn report_client(broker: &Broker, identity: &Identity, connected: bool) {
+    let now = verge_message::time::iotedge(SystemTime::now());
+    let state = if connected {
+        serde_json::json!({ "status": "Connected", "lastConnectedTimeUtc": now })
+    } else {
+        serde_json::json!({ "status": "Disconnected", "lastDisconnectedTimeUtc": now })
+    };
+    let mut clients = serde_json::Map::new();
+    clients.insert(identity.to_string(), state);
+    let mut patch = serde_json::Map::new();
+    patch.insert("clients".into(), Value::Object(clients));
+    if let Err(e) = broker.twins.patch_reported("$edgeHub", &patch) {
+        debug!(client = %identity, "connection status not reported: {e}");
+    }
 }
 
 /// Check CONNECT: protocol, username, client id, credentials. `Err` carries the CONNACK code.
