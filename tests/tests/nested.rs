@@ -60,7 +60,7 @@ fn agent_reported(root: &Daemon, device: &str) -> Value {
 #[test]
 fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_root() {
     let (root_ip, child_ip) = (mqtt::loopback_ip(), mqtt::loopback_ip());
-    let root = Daemon::start(
+    let mut root = Daemon::start(
         "leaf-root",
         &mqtt::config(&root_ip, mqtt::free_port()),
         None,
@@ -155,6 +155,13 @@ fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_
                 && clients(r)["lastDisconnectedTimeUtc"].is_string()
         },
     );
+
+    // The root keeps the twins of the devices below it across a restart (in its store).
+    root.restart();
+    let twin = root.twin("devices/leaf");
+    assert_eq!(twin["desired"]["interval"], 7, "{twin}");
+    assert_eq!(twin["desired"]["$version"], 1, "{twin}");
+    assert_eq!(twin["reported"]["kind"], "device", "{twin}");
 
     // A device nobody knows: refused at once, nothing queued.
     let out = root.cli(&["send", "--device", "nobody", "x"]);

@@ -125,9 +125,6 @@ pub struct UpstreamOptions {
     pub key_label: String,
     /// CAs trusted for the parent's certificate.
     pub trust_bundle: Vec<CertificateDer<'static>>,
-    /// Where the twins taken from the parent are kept, so that the device starts offline with
-    /// its last deployment ([`restore_twins`]).
-    pub twin_cache: std::path::PathBuf,
 }
 
 /// Why a connection ended.
@@ -355,7 +352,7 @@ async fn connection(
                     match codec::read(&mut rbuf, 1 << 22) {
                         Ok(Some(Packet::PubAck(ack))) => acked.extend(in_flight.remove(&ack.pkid)),
                         Ok(Some(Packet::Publish(p))) => {
-                            on_delivery(broker, options, &mut served, &answers_tx, p, &mut out).await?;
+                            on_delivery(broker, &mut served, &answers_tx, p, &mut out).await?;
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
@@ -483,7 +480,6 @@ fn report(
 /// Something the parent sent for one of the clients.
 async fn on_delivery(
     broker: &Arc<Broker>,
-    options: &UpstreamOptions,
     served: &mut HashMap<Identity, Client>,
     answers: &mpsc::Sender<(Identity, String, MethodResponse)>,
     p: mqttbytes::v4::Publish,
@@ -506,8 +502,7 @@ async fn on_delivery(
             let client = client.to_identity();
             if status == 200 && request_id == GET_RID {
                 if let Some(state) = served.get_mut(&client) {
-                    let theirs =
-                        mirror(&broker.twins, &options.twin_cache, &state.twin, &p.payload);
+                    let theirs = mirror(&broker.twins, &state.twin, &p.payload);
                     // Reports from here on are patches against what the parent has.
                     if state.theirs.is_none() {
                         state.theirs = theirs;
@@ -569,62 +564,11 @@ async fn on_delivery(
     Ok(())
 }
 
-/// The twin cache: `{"$edgeAgent": {desired, with "$version"}, "$edgeHub": {…}}`.
-fn read_cache(path: &std::path::Path) -> serde_json::Map<String, Value> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default()
-}
-
-/// Keep `desired` (with its `$version`) as the cached twin of `module`.
-fn cache_twin(path: &std::path::Path, module: &str, desired: &serde_json::Map<String, Value>) {
-    let mut cache = read_cache(path);
-    cache.insert(module.to_owned(), Value::Object(desired.clone()));
-    let tmp = path.with_extension("json.tmp");
-    let written = serde_json::to_vec_pretty(&Value::Object(cache))
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        tracing::warn!(error = %e, path = %path.display(), "could not cache the twins from upstream");
-    }
-}
-
-/// At start, before the parent answers: the twins last taken from it, so that a device that
-/// boots offline runs its last deployment. Returns how many were restored.
-pub fn restore_twins(twins: &TwinStore, path: &std::path::Path) -> usize {
-    let mut restored = 0;
-    for (module, desired) in read_cache(path) {
-        let Some(desired) = desired.as_object() else {
-            continue;
-        };
-        let version = desired
-            .get(verge_twin::VERSION_KEY)
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if version > 0
-            && twins
-                .mirror_desired(&module, desired.clone(), version)
-                .is_ok()
-        {
-            tracing::info!(module, version, "twin restored from the upstream cache");
-            restored += 1;
-        }
-    }
-    restored
-}
-
 /// Take the parent's twin document (`{"desired": {…, "$version": n}, "reported": …}`) as the
-/// local desired properties of `module`, and cache it; returns the parent's reported
+/// local desired properties of twin `module` (the twin store keeps it on disk, so that a
+/// device that boots offline runs its last deployment); returns the parent's reported
 /// properties.
-fn mirror(
-    twins: &TwinStore,
-    cache: &std::path::Path,
-    module: &str,
-    payload: &[u8],
-) -> Option<Value> {
+fn mirror(twins: &TwinStore, module: &str, payload: &[u8]) -> Option<Value> {
     let doc: Value = match serde_json::from_slice(payload) {
         Ok(doc) => doc,
         Err(e) => {
@@ -650,10 +594,7 @@ fn mirror(
     // Version 0: nothing deployed upstream yet; keep what runs.
     if version > 0 {
         match twins.mirror_desired(module, desired.clone(), version) {
-            Ok(v) => {
-                tracing::info!(module, version = v, "desired properties from upstream");
-                cache_twin(cache, module, desired);
-            }
+            Ok(v) => tracing::info!(module, version = v, "desired properties from upstream"),
             Err(e) => {
                 tracing::warn!(module, error = %e, "the parent's desired properties were refused")
             }

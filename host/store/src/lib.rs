@@ -52,6 +52,8 @@ const QUEUES: TableDefinition<&str, u32> = TableDefinition::new("queues");
 const ENTRIES: TableDefinition<(u32, u8, u64), &[u8]> = TableDefinition::new("entries");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
+/// Small named documents of the daemon's state (twins), committed with the messages.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// Where an entry sits: its queue, priority lane and position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +95,8 @@ pub struct Batch {
     pub inserts: Vec<(EntryKey, EntryMeta)>,
     /// Entries to remove, each with its message's id.
     pub removes: Vec<(EntryKey, u64)>,
+    /// Records to write (`Some`) or delete (`None`), by name ([`Store::records`]).
+    pub records: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Batch {
@@ -102,10 +106,15 @@ impl Batch {
             && self.messages.is_empty()
             && self.inserts.is_empty()
             && self.removes.is_empty()
+            && self.records.is_empty()
     }
 
     fn ops(&self) -> usize {
-        self.queues.len() + self.messages.len() + self.inserts.len() + self.removes.len()
+        self.queues.len()
+            + self.messages.len()
+            + self.inserts.len()
+            + self.removes.len()
+            + self.records.len()
     }
 }
 
@@ -374,6 +383,7 @@ impl Store {
             txn.open_table(ENTRIES).map(drop),
             txn.open_table(MESSAGES).map(drop),
             txn.open_table(REFS).map(drop),
+            txn.open_table(RECORDS).map(drop),
         ] {
             result.map_err(|e| damaged(&e))?;
         }
@@ -514,9 +524,11 @@ impl Store {
             batch,
             done: Some(done),
         };
-        match jobs.0.as_ref().map(|tx| tx.send(job)) {
-            Some(Ok(())) => (ticket, Durable(Some(rx), None)),
-            _ => (ticket, Durable::ready(Err(StoreError::Closed))),
+        let sent = jobs.0.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if sent {
+            (ticket, Durable(Some(rx), None))
+        } else {
+            (ticket, Durable::ready(Err(StoreError::Closed)))
         }
     }
 
@@ -649,6 +661,22 @@ impl Store {
             }
             Ok(expired)
         })?;
+        Ok(out)
+    }
+
+    /// The records whose names start with `prefix`, by name, as last committed.
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let db = self.shared.db();
+        let txn = db.begin_read().map_err(StoreError::io)?;
+        let table = txn.open_table(RECORDS).map_err(StoreError::io)?;
+        let mut out = Vec::new();
+        for row in table.range(prefix..).map_err(StoreError::io)? {
+            let (name, value) = row.map_err(StoreError::io)?;
+            if !name.value().starts_with(prefix) {
+                break;
+            }
+            out.push((name.value().to_owned(), value.value().to_vec()));
+        }
         Ok(out)
     }
 

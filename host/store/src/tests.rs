@@ -239,3 +239,41 @@ async fn a_truncated_store_is_refused_not_opened_empty() {
         }
     }
 }
+
+#[tokio::test]
+async fn records_are_written_with_the_group_commit_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, _) = open(&dir);
+        let record = |name: &str, value: Option<&str>| {
+            (name.to_owned(), value.map(|v| v.as_bytes().to_vec()))
+        };
+        let batch = Batch {
+            records: vec![
+                record("twin/a", Some("1")),
+                record("twin/b", Some("2")),
+                record("other", Some("x")),
+            ],
+            ..Batch::default()
+        };
+        store.submit(batch).await.expect("commits");
+        // In one window the last write wins; a delete removes.
+        let batch = Batch {
+            records: vec![
+                record("twin/a", Some("3")),
+                record("twin/b", None),
+                record("twin/c", Some("4")),
+            ],
+            ..Batch::default()
+        };
+        store.submit(batch).await.expect("commits");
+    }
+    let (store, _) = open(&dir);
+    let twins = store.records("twin/").expect("reads");
+    let as_text: Vec<(&str, &str)> = twins
+        .iter()
+        .map(|(n, v)| (n.as_str(), std::str::from_utf8(v).expect("utf-8")))
+        .collect();
+    assert_eq!(as_text, [("twin/a", "3"), ("twin/c", "4")]);
+    assert_eq!(store.records("").expect("reads").len(), 3);
+}

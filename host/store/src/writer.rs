@@ -19,7 +19,7 @@ use redb::{ReadableTable, WriteTransaction};
 use verge_message::Message;
 
 use crate::{
-    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, EntryMeta, Job, MESSAGES, QUEUES, REFS, Shared,
+    COMMIT_BUCKETS_MS, ENTRIES, EntryKey, EntryMeta, Job, MESSAGES, QUEUES, RECORDS, REFS, Shared,
     StoreError, codec,
 };
 
@@ -33,6 +33,8 @@ struct Window {
     inserts: BTreeMap<EntryKey, (Vec<u8>, u64)>,
     /// Entries committed earlier, to remove, with their message.
     removes: Vec<(EntryKey, u64)>,
+    /// Records by name: the last write of the window wins.
+    records: BTreeMap<String, Option<Vec<u8>>>,
     /// Bytes of messages cancelled within the window.
     elided_bytes: u64,
     elided_entries: u64,
@@ -42,6 +44,7 @@ impl Window {
     fn fold(&mut self, job: &mut Job) {
         let batch = &mut job.batch;
         self.queues.append(&mut batch.queues);
+        self.records.extend(batch.records.drain(..));
         for m in batch.messages.drain(..) {
             self.messages.insert(m.id, (m.message, m.refs));
         }
@@ -72,6 +75,7 @@ impl Window {
             && self.messages.is_empty()
             && self.inserts.is_empty()
             && self.removes.is_empty()
+            && self.records.is_empty()
     }
 }
 
@@ -94,6 +98,15 @@ fn apply(txn: &WriteTransaction, window: &Window) -> Result<Applied, redb::Error
         let mut queues = txn.open_table(QUEUES)?;
         for (name, id) in &window.queues {
             queues.insert(name.as_str(), id)?;
+        }
+    }
+    if !window.records.is_empty() {
+        let mut records = txn.open_table(RECORDS)?;
+        for (name, value) in &window.records {
+            match value {
+                Some(value) => drop(records.insert(name.as_str(), value.as_slice())?),
+                None => drop(records.remove(name.as_str())?),
+            }
         }
     }
     let mut entries = txn.open_table(ENTRIES)?;

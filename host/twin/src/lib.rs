@@ -25,7 +25,7 @@ pub(crate) fn obj(v: serde_json::Value) -> Map<String, Value> {
     }
 }
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Map, Value};
@@ -79,6 +79,16 @@ impl Twin {
     }
 }
 
+/// A twin as saved: both documents and both versions.
+fn export(t: &Twin) -> Value {
+    serde_json::json!({
+        "desired": t.desired,
+        "desiredVersion": t.desired_version,
+        "reported": t.reported,
+        "reportedVersion": t.reported_version,
+    })
+}
+
 fn with_version(props: &Map<String, Value>, version: u64) -> Value {
     let mut doc = props.clone();
     doc.insert(VERSION_KEY.into(), version.into());
@@ -96,6 +106,10 @@ fn without_meta(mut props: Map<String, Value>) -> Map<String, Value> {
 #[derive(Debug, Default)]
 pub struct TwinStore {
     twins: Mutex<HashMap<String, Twin>>,
+    /// Twins changed since [`TwinStore::take_changed`] last ran, and a wake-up for whoever
+    /// keeps them on disk.
+    changed: Mutex<HashSet<String>>,
+    wake: tokio::sync::Notify,
 }
 
 /// The desired and reported documents of one twin, each with its `$version`.
@@ -122,6 +136,63 @@ impl TwinStore {
         let mut twins = self.lock();
         let twin = twins.entry(id.to_owned()).or_insert_with(Twin::new);
         f(twin)
+    }
+
+    /// [`with_twin`](Self::with_twin) for a change: the twin is marked for saving.
+    fn change<R>(&self, id: &str, f: impl FnOnce(&mut Twin) -> R) -> R {
+        let result = self.with_twin(id, f);
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned());
+        self.wake.notify_one();
+        result
+    }
+
+    /// Wait until a twin changed since the last [`take_changed`](Self::take_changed).
+    pub async fn wait_changed(&self) {
+        if self
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            self.wake.notified().await;
+        }
+    }
+
+    /// The twins changed since the last call, each as [`TwinStore::export`] writes it.
+    pub fn take_changed(&self) -> Vec<(String, Value)> {
+        let ids = std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner));
+        let twins = self.lock();
+        let mut out: Vec<(String, Value)> = ids
+            .into_iter()
+            .filter_map(|id| twins.get(&id).map(|t| (id, export(t))))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Put back a twin saved by [`take_changed`](Self::take_changed), with its versions, before
+    /// anyone watches it. A document that is not one is refused (`false`).
+    pub fn import(&self, id: &str, saved: &Value) -> bool {
+        let object = |key: &str| saved.get(key).and_then(Value::as_object).cloned();
+        let version = |key: &str| saved.get(key).and_then(Value::as_u64);
+        let (Some(desired), Some(dv), Some(reported), Some(rv)) = (
+            object("desired"),
+            version("desiredVersion"),
+            object("reported"),
+            version("reportedVersion"),
+        ) else {
+            return false;
+        };
+        self.with_twin(id, |t| {
+            t.desired = desired;
+            t.desired_version = dv;
+            t.reported = reported;
+            t.reported_version = rv;
+        });
+        true
     }
 
     /// The desired properties of `id`, with `$version` (`{"$version":0}` for an unknown twin).
@@ -165,7 +236,7 @@ impl TwinStore {
     pub fn set_desired(&self, id: &str, desired: Map<String, Value>) -> Result<u64, TwinError> {
         let desired = without_meta(desired);
         validate::document(&desired)?;
-        Ok(self.with_twin(id, |t| {
+        Ok(self.change(id, |t| {
             if t.desired == desired && t.desired_version > 0 {
                 t.desired_version
             } else {
@@ -186,7 +257,7 @@ impl TwinStore {
     ) -> Result<u64, TwinError> {
         let desired = without_meta(desired);
         validate::document(&desired)?;
-        Ok(self.with_twin(id, |t| {
+        Ok(self.change(id, |t| {
             if t.desired == desired && t.desired_version == version {
                 version
             } else {
@@ -198,7 +269,7 @@ impl TwinStore {
     /// Merge `patch` into the desired properties of `id`; returns the new version.
     pub fn patch_desired(&self, id: &str, patch: &Map<String, Value>) -> Result<u64, TwinError> {
         let patch = without_meta(patch.clone());
-        self.with_twin(id, |t| {
+        self.change(id, |t| {
             let mut merged = t.desired.clone();
             patch::merge(&mut merged, &patch);
             validate::document(&merged)?;
@@ -212,7 +283,7 @@ impl TwinStore {
     pub fn patch_reported(&self, id: &str, patch: &Map<String, Value>) -> Result<u64, TwinError> {
         let patch = without_meta(patch.clone());
         validate::keys(&patch)?;
-        self.with_twin(id, |t| {
+        self.change(id, |t| {
             let mut merged = t.reported.clone();
             patch::merge(&mut merged, &patch);
             validate::document(&merged)?;
@@ -225,7 +296,7 @@ impl TwinStore {
     /// Replace the reported properties of `id` wholesale (used by the agent and hub for their
     /// own twins, which they rebuild on every report).
     pub fn set_reported(&self, id: &str, reported: Map<String, Value>) -> u64 {
-        self.with_twin(id, |t| {
+        self.change(id, |t| {
             if t.reported != reported {
                 t.reported = reported;
                 t.reported_version += 1;
@@ -284,6 +355,36 @@ impl DesiredWatch {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn changed_twins_are_taken_once_and_import_with_their_versions() {
+        let store = TwinStore::new();
+        store.desired("read-only");
+        store.set_desired("m", obj(json!({"a": 1}))).unwrap();
+        store.set_desired("m", obj(json!({"a": 2}))).unwrap();
+        store
+            .patch_reported("devices/d", &obj(json!({"r": true})))
+            .unwrap();
+        let changed = store.take_changed();
+        let ids: Vec<&str> = changed.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["devices/d", "m"], "reads are not changes");
+        assert!(store.take_changed().is_empty());
+
+        let restored = TwinStore::new();
+        for (id, saved) in &changed {
+            assert!(restored.import(id, saved));
+        }
+        assert_eq!(restored.desired("m"), json!({"a": 2, "$version": 2}));
+        assert_eq!(
+            restored.reported("devices/d"),
+            json!({"r": true, "$version": 1})
+        );
+        assert!(
+            restored.take_changed().is_empty(),
+            "an import is not a change"
+        );
+        assert!(!restored.import("x", &json!({"desired": 1})));
+    }
 
     #[test]
     fn desired_versions_grow_only_on_change() {

@@ -102,6 +102,12 @@ pub async fn run(
         &recovered,
     );
     let twins = Arc::new(TwinStore::new());
+    let restored = crate::twins::restore(&store, &twins).context("reading the saved twins")?;
+    tracing::info!(twins = restored, "twins restored");
+    tokio::spawn(crate::twins::persist(
+        Arc::clone(&store),
+        Arc::clone(&twins),
+    ));
     let wasm =
         WasmRuntime::new(config.wasm_options(&data_dir)).context("starting the wasm runtime")?;
     tracing::info!(pooling = wasm.pooling(), "wasm runtime ready");
@@ -197,6 +203,7 @@ pub async fn run(
     }
     agent.shutdown().await;
     let _ = std::fs::remove_file(&socket);
+    let _ = crate::twins::save_changed(&store, &services.twins).await;
     // Everything accepted is committed; close the file cleanly so the next start needs no repair.
     store.close();
     Ok(())

@@ -13,6 +13,7 @@ mod config;
 mod daemon;
 mod identities;
 mod security;
+mod twins;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -145,9 +145,7 @@ pub async fn start(
         tokio::spawn(Arc::clone(&broker).serve_plain(listener));
     }
     if let Some(upstream) = &config.upstream {
-        let mut options = upstream_options(config, upstream, &store)?;
-        options.twin_cache = data_dir.join("upstream-twins.json");
-        verge_mqtt::upstream::restore_twins(twins, &options.twin_cache);
+        let options = upstream_options(config, upstream, &store)?;
         tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
         tokio::spawn(verge_mqtt::upstream::run(Arc::clone(&broker), options));
     }
@@ -202,6 +200,5 @@ fn upstream_options(
         keys: Arc::clone(store),
         key_label: UPSTREAM_KEY.into(),
         trust_bundle,
-        twin_cache: std::path::PathBuf::new(),
     })
 }
