@@ -125,6 +125,10 @@ pub struct UpstreamOptions {
     pub key_label: String,
     /// CAs trusted for the parent's certificate.
     pub trust_bundle: Vec<CertificateDer<'static>>,
+    /// Whether the parent is a Verge: the link then acts for the clients behind this device
+    /// (`$edgehub/…` topics). An IoT-Hub-style endpoint knows only IoT Hub's topics: telemetry
+    /// alone goes there.
+    pub act_for_clients: bool,
 }
 
 /// Why a connection ended.
@@ -386,7 +390,11 @@ async fn connection(
             }
             _ = tick.tick() => {
                 // New clients: subscribe for them and take their twins; gone ones: let go.
-                let wanted = clients(broker, &options.device_id);
+                let wanted = if options.act_for_clients {
+                    clients(broker, &options.device_id)
+                } else {
+                    HashSet::new()
+                };
                 let gone: Vec<Identity> = served.keys().filter(|c| !wanted.contains(*c)).cloned().collect();
                 if !gone.is_empty() {
                     let filters = gone.iter().flat_map(scoped::client_filters).collect::<Vec<_>>();

@@ -106,6 +106,22 @@ pub struct UpstreamSection {
     /// The parent's MQTT-over-TLS port.
     #[serde(default = "default_upstream_port")]
     pub port: u16,
+    /// What the parent is: `verge` (a parent Verge: the one connection also carries the twins,
+    /// methods and cloud-to-device messages of every client behind this device) or `iothub`
+    /// (an IoT-Hub-style endpoint: telemetry only, IoT Hub's topics only).
+    #[serde(default)]
+    pub parent: ParentKind,
+}
+
+/// `[upstream] parent`
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParentKind {
+    /// A parent Verge.
+    #[default]
+    Verge,
+    /// An IoT-Hub-style endpoint.
+    Iothub,
 }
 
 fn default_upstream_port() -> u16 {

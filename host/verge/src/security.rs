@@ -200,5 +200,6 @@ fn upstream_options(
         keys: Arc::clone(store),
         key_label: UPSTREAM_KEY.into(),
         trust_bundle,
+        act_for_clients: upstream.parent == crate::config::ParentKind::Verge,
     })
 }
