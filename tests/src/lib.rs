@@ -10,6 +10,7 @@
 //! - [`softhsm`] makes a private SoftHSM2 token (PKCS#11) for key store tests.
 //! - [`Rng`]: a deterministic random generator for the tests that mutate inputs.
 //! - [`mqtt`]: the Python MQTT clients, SAS tokens, loopback addresses for MQTT tests.
+//! - [`certs`]: client certificates made with `openssl`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -143,6 +144,7 @@ pub fn python_guest(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+pub mod certs;
 pub mod daemon;
 pub mod mqtt;
 mod rng;

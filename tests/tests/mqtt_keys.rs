@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::json;
+use verge_tests::certs::{self_signed, signed_by, thumbprint};
 use verge_tests::daemon::{Daemon, deployment};
 use verge_tests::mqtt::{self, output_text as text};
 use verge_tests::softhsm::SoftHsm;
@@ -37,100 +38,6 @@ fn publish_tls(ip: &str, ca: &Path, client: &str, auth: &[&str], body: &str) -> 
     args.extend_from_slice(auth);
     args.extend_from_slice(&["-t", &topic, "-m", body]);
     mqtt::mosquitto_pub(&args)
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A self-signed EC certificate for `cn` in `dir`: (cert, key) file names.
-fn self_signed(dir: &Path, cn: &str) -> (String, String) {
-    let (cert, key) = (format!("{cn}.pem"), format!("{cn}.key"));
-    let subject = format!("/CN={cn}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-        ],
-    );
-    (cert, key)
-}
-
-/// A certificate for `cn` signed by the CA `ca` (`ca.pem`, `ca.key` in `dir`).
-fn signed_by(dir: &Path, ca: &str, cn: &str) -> (String, String) {
-    let (cert, key, csr) = (
-        format!("{cn}.pem"),
-        format!("{cn}.key"),
-        format!("{cn}.csr"),
-    );
-    let subject = format!("/CN={cn}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    );
-    (cert, key)
-}
-
-fn thumbprint(dir: &Path, cert: &str) -> String {
-    let out = openssl(
-        dir,
-        &["x509", "-in", cert, "-noout", "-fingerprint", "-sha256"],
-    );
-    out.trim().rsplit('=').next().unwrap().replace(':', "")
 }
 
 #[test]

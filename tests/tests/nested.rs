@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, deployment, wasm_module};
-use verge_tests::guest;
 use verge_tests::mqtt::{self, SdkClient, add_identity};
+use verge_tests::{certs, guest};
 
 /// A Verge whose `[upstream]` is `parent`, registered there as edge device `name`, serving MQTT
 /// over TLS on `ip`:8883 (its host name) for devices of its own. `[mqtt]` comes last.
@@ -265,5 +265,78 @@ fn a_three_level_chain_carries_deployments_down_and_telemetry_up() {
         "running",
         "the last good deployment stopped:\n{}",
         leafedge.log()
+    );
+}
+
+#[test]
+fn a_child_proves_itself_to_its_root_with_a_client_certificate() {
+    let ip = mqtt::loopback_ip();
+    let root = Daemon::start("x509-root", &mqtt::config(&ip, mqtt::free_port()), None);
+    let dir = root.dir().to_owned();
+    let (cert, key) = certs::self_signed(&dir, "xchild");
+    let print = certs::thumbprint(&dir, &cert);
+    root.cli_ok(&[
+        "identity",
+        "add",
+        "edge-device",
+        "xchild",
+        "--thumbprint",
+        &print,
+    ]);
+    let ca = dir.join("xchild-parent-ca.pem");
+    std::fs::write(&ca, root.cli_ok(&["trust-bundle"])).unwrap();
+    let config = |cert: &str, key: &str| {
+        format!(
+            "device_id = \"xchild\"\n[mqtt]\ntls_port = 0\nhttps_port = 0\n[metrics]\nport = 0\n\
+             [upstream]\nconnection_string = \"HostName={ip};DeviceId=xchild;x509=true\"\n\
+             trust_bundle = \"{}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+             [agent]\ncool_off_time_unit_secs = 1\n",
+            ca.display(),
+            dir.join(cert).display(),
+            dir.join(key).display()
+        )
+    };
+    let child = Daemon::start("x509-child", &config(&cert, &key), None);
+    deploy_to(
+        &root,
+        "xchild",
+        "x",
+        &routes(json!({ "up": "FROM /messages/* INTO $upstream" })),
+    );
+    root.wait_until(
+        "the child, proved by its certificate, applies its deployment",
+        Duration::from_secs(30),
+        |r| agent_reported(r, "xchild")["lastDesiredStatus"]["code"] == 200,
+    );
+    drop(child);
+
+    // A certificate the root does not know for that name: refused, and the child says so.
+    let (other_cert, other_key) = certs::self_signed(&dir, "xother");
+    let imposter = Daemon::start("x509-imposter", &config(&other_cert, &other_key), None);
+    imposter.wait_until("the refusal", Duration::from_secs(10), |d| {
+        d.log().contains("the parent refused the connection")
+    });
+    assert!(
+        !imposter.log().contains("upstream connected"),
+        "{}",
+        imposter.log()
+    );
+    drop(imposter);
+
+    // A key that does not go with the certificate: the daemon does not start, and says why.
+    let path = dir.join("mismatch.toml");
+    std::fs::write(&path, config(&cert, &other_key)).unwrap();
+    let out = std::process::Command::new(verge_tests::daemon::verge_bin())
+        .args(["run", "-d"])
+        .arg(dir.join("mismatch-data"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started:\n{stderr}");
+    assert!(
+        stderr.contains("[upstream]") && stderr.contains("private key"),
+        "{stderr}"
     );
 }

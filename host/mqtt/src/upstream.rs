@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use verge_hub::{Commit, Entry, MethodResponse, Target};
 use verge_identity::KeyStore;
@@ -49,6 +49,8 @@ const EDGE_HUB: &str = "$edgeHub";
 pub const WINDOW: usize = 256;
 /// How long a connection's token lives; the link reconnects before it ends.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long a connection proved by a client certificate lives.
+const CERTIFICATE_RENEWAL: Duration = Duration::from_secs(86_400);
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -61,8 +63,9 @@ pub struct ConnectionString {
     pub host_name: String,
     /// `DeviceId`.
     pub device_id: String,
-    /// `SharedAccessKey`, base64.
-    pub shared_access_key: String,
+    /// `SharedAccessKey`, base64; `None` with `x509=true` (a device proved by its client
+    /// certificate).
+    pub shared_access_key: Option<String>,
     /// `GatewayHostName`: where to connect, if not `HostName`.
     pub gateway_host_name: Option<String>,
 }
@@ -73,7 +76,8 @@ pub struct ConnectionString {
 pub struct ConnectionStringError(String);
 
 impl ConnectionString {
-    /// Parse `HostName=…;DeviceId=…;SharedAccessKey=…[;GatewayHostName=…]`.
+    /// Parse `HostName=…;DeviceId=…;SharedAccessKey=…[;GatewayHostName=…]`, or with `x509=true`
+    /// instead of the key.
     pub fn parse(text: &str) -> Result<Self, ConnectionStringError> {
         let mut parts: HashMap<&str, &str> = HashMap::new();
         for part in text.trim().split(';').filter(|p| !p.is_empty()) {
@@ -94,10 +98,20 @@ impl ConnectionString {
                 "a module's connection string; the upstream link is the edge device's".into(),
             ));
         }
+        let x509 = get("x509").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let shared_access_key = match get("SharedAccessKey") {
+            Some(key) => Some(key),
+            None if x509 => None,
+            None => {
+                return Err(ConnectionStringError(
+                    "no SharedAccessKey (a device with a client certificate says x509=true)".into(),
+                ));
+            }
+        };
         Ok(Self {
             host_name: need("HostName")?,
             device_id: need("DeviceId")?,
-            shared_access_key: need("SharedAccessKey")?,
+            shared_access_key,
             gateway_host_name: get("GatewayHostName"),
         })
     }
@@ -108,8 +122,27 @@ impl ConnectionString {
     }
 }
 
+/// How the edge device proves itself to its parent.
+#[derive(Debug)]
+pub enum UpstreamAuth {
+    /// SAS tokens signed by the device's key in the key store.
+    Sas {
+        /// The key store holding the device's key.
+        keys: Arc<dyn KeyStore>,
+        /// The label of the device's key in it.
+        key_label: String,
+    },
+    /// A client certificate (the parent registered the device with its thumbprint or its CA).
+    X509 {
+        /// The certificate and its chain.
+        chain: Vec<CertificateDer<'static>>,
+        /// Its private key.
+        key: PrivateKeyDer<'static>,
+    },
+}
+
 /// How to reach the parent.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct UpstreamOptions {
     /// Host to connect to (and the name its certificate must have).
     pub endpoint: String,
@@ -119,10 +152,8 @@ pub struct UpstreamOptions {
     pub hub_host_name: String,
     /// This edge device's id.
     pub device_id: String,
-    /// The key store holding the device's key.
-    pub keys: Arc<dyn KeyStore>,
-    /// The label of the device's key in it.
-    pub key_label: String,
+    /// How the device proves itself.
+    pub auth: UpstreamAuth,
     /// CAs trusted for the parent's certificate.
     pub trust_bundle: Vec<CertificateDer<'static>>,
     /// Whether the parent is a Verge: the link then acts for the clients behind this device
@@ -151,10 +182,10 @@ enum LinkError {
 /// Keep the link to the parent until the task is dropped: forward `$upstream`, mirror the twins
 /// of every client this device serves, relay methods and cloud-to-device messages.
 pub async fn run(broker: Arc<Broker>, options: UpstreamOptions) {
-    let tls = match tls_config(&options.trust_bundle) {
+    let tls = match tls_config(&options.trust_bundle, &options.auth) {
         Ok(tls) => tls,
         Err(e) => {
-            tracing::error!(error = %e, "upstream link not started: no usable trust bundle");
+            tracing::error!(error = %e, "upstream link not started");
             return;
         }
     };
@@ -185,7 +216,16 @@ where
     }
 }
 
-fn tls_config(trust: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+/// Check what [`run`] needs before it runs: a trust bundle with a certificate, and a client
+/// certificate that goes with its key. The error says what is wrong.
+pub fn check(options: &UpstreamOptions) -> Result<(), String> {
+    tls_config(&options.trust_bundle, &options.auth).map(drop)
+}
+
+fn tls_config(
+    trust: &[CertificateDer<'static>],
+    auth: &UpstreamAuth,
+) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     for cert in trust {
         roots.add(cert.clone()).map_err(|e| e.to_string())?;
@@ -198,16 +238,29 @@ fn tls_config(trust: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, St
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match auth {
+        UpstreamAuth::Sas { .. } => config.with_no_client_auth(),
+        UpstreamAuth::X509 { chain, key } => config
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("the client certificate and its private key: {e}"))?,
+    };
     Ok(Arc::new(config))
 }
 
+/// The CONNECT password and how long it is good for: a SAS token, or nothing with a client
+/// certificate (renewed once a day all the same).
 fn token(options: &UpstreamOptions) -> Result<(String, SystemTime), LinkError> {
+    let (keys, key_label) = match &options.auth {
+        UpstreamAuth::Sas { keys, key_label } => (keys, key_label),
+        UpstreamAuth::X509 { .. } => {
+            return Ok((String::new(), SystemTime::now() + CERTIFICATE_RENEWAL));
+        }
+    };
     let until = SystemTime::now() + TOKEN_TTL;
     let expiry = verge_identity::sas::expires_on(SystemTime::now(), TOKEN_TTL);
     let resource = format!("{}/devices/{}", options.hub_host_name, options.device_id);
-    verge_identity::sas::sign(&*options.keys, &options.key_label, &resource, expiry)
+    verge_identity::sas::sign(&**keys, key_label, &resource, expiry)
         .map(|t| (t, until))
         .map_err(|e| LinkError::Token(e.to_string()))
 }
@@ -644,5 +697,7 @@ mod tests {
             ConnectionString::parse("HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=k").is_err()
         );
         assert!(ConnectionString::parse("garbage").is_err());
+        let x509 = ConnectionString::parse("HostName=h;DeviceId=d;x509=true").expect("x509");
+        assert_eq!(x509.shared_access_key, None);
     }
 }

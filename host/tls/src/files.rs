@@ -67,6 +67,14 @@ pub fn certs_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, TlsErr
         .map_err(|e| TlsError::Parse(format!("PEM: {e}")))
 }
 
+/// The private key in PEM `text` (PKCS#8, SEC1 or PKCS#1), for a client certificate.
+pub fn private_key_from_pem(
+    text: &str,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, TlsError> {
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(text.as_bytes())
+        .map_err(|e| TlsError::Parse(format!("private key PEM: {e}")))
+}
+
 /// The first certificate in PEM `text`.
 pub(crate) fn first_cert_from_pem(text: &str) -> Result<CertificateDer<'static>, TlsError> {
     certs_from_pem(text)?

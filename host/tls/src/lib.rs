@@ -25,7 +25,7 @@ pub use client_auth::{
     self_signed_client_cert, thumbprint_sha256,
 };
 pub use error::TlsError;
-pub use files::certs_from_pem;
+pub use files::{certs_from_pem, private_key_from_pem};
 pub use server::{ServerCert, ServerCertConfig, ServerCertResolver, server_config};
 pub use signer::StoreSigningKey;
 

@@ -103,6 +103,13 @@ pub struct UpstreamSection {
     pub connection_string: String,
     /// CA certificates (PEM) trusted for the parent's server certificate.
     pub trust_bundle: PathBuf,
+    /// With `x509=true` in the connection string: this device's client certificate (PEM, with
+    /// its chain)...
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// ...and its private key (PEM).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
     /// The parent's MQTT-over-TLS port.
     #[serde(default = "default_upstream_port")]
     pub port: u16,

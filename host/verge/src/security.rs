@@ -146,6 +146,7 @@ pub async fn start(
     }
     if let Some(upstream) = &config.upstream {
         let options = upstream_options(config, upstream, &store)?;
+        verge_mqtt::upstream::check(&options).map_err(|e| anyhow::anyhow!("[upstream]: {e}"))?;
         tracing::info!(parent = %options.endpoint, port = options.port, "upstream link starting");
         tokio::spawn(verge_mqtt::upstream::run(Arc::clone(&broker), options));
     }
@@ -175,15 +176,50 @@ fn upstream_options(
             cs.device_id
         );
     }
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(&cs.shared_access_key)
-        .context("[upstream] connection_string: SharedAccessKey is not base64")?;
-    if store.exists(UPSTREAM_KEY)? {
-        store.delete(UPSTREAM_KEY)?;
-    }
-    store
-        .import_hmac_key(UPSTREAM_KEY, &key)
-        .context("importing the upstream device key into the key store")?;
+    let auth = match (
+        &cs.shared_access_key,
+        &upstream.certificate,
+        &upstream.private_key,
+    ) {
+        (_, Some(certificate), Some(private_key)) => {
+            let read = |path: &std::path::PathBuf| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("[upstream] reading {}", path.display()))
+            };
+            let chain = verge_tls::certs_from_pem(&read(certificate)?)
+                .with_context(|| format!("[upstream] certificate {}", certificate.display()))?;
+            if chain.is_empty() {
+                bail!(
+                    "[upstream] certificate {} holds no certificate",
+                    certificate.display()
+                );
+            }
+            let key = verge_tls::private_key_from_pem(&read(private_key)?)
+                .with_context(|| format!("[upstream] private_key {}", private_key.display()))?;
+            verge_mqtt::upstream::UpstreamAuth::X509 { chain, key }
+        }
+        (_, Some(_), None) | (_, None, Some(_)) => {
+            bail!("[upstream] certificate and private_key go together")
+        }
+        (Some(key), None, None) => {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .context("[upstream] connection_string: SharedAccessKey is not base64")?;
+            if store.exists(UPSTREAM_KEY)? {
+                store.delete(UPSTREAM_KEY)?;
+            }
+            store
+                .import_hmac_key(UPSTREAM_KEY, &key)
+                .context("importing the upstream device key into the key store")?;
+            verge_mqtt::upstream::UpstreamAuth::Sas {
+                keys: Arc::clone(store),
+                key_label: UPSTREAM_KEY.into(),
+            }
+        }
+        (None, None, None) => {
+            bail!("[upstream] connection_string has x509=true: set certificate and private_key")
+        }
+    };
     let pem = std::fs::read_to_string(&upstream.trust_bundle).with_context(|| {
         format!(
             "reading the upstream trust bundle {}",
@@ -197,8 +233,7 @@ fn upstream_options(
         port: upstream.port,
         hub_host_name: cs.host_name.clone(),
         device_id: cs.device_id.clone(),
-        keys: Arc::clone(store),
-        key_label: UPSTREAM_KEY.into(),
+        auth,
         trust_bundle,
         act_for_clients: upstream.parent == crate::config::ParentKind::Verge,
     })
