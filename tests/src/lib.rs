@@ -11,6 +11,10 @@
 //! - [`Rng`]: a deterministic random generator for the tests that mutate inputs.
 //! - [`mqtt`]: the Python MQTT clients, SAS tokens, loopback addresses for MQTT tests.
 //! - [`certs`]: client certificates made with `openssl`.
+//! - [`containerd`]: a private containerd (Debian's 1.6, runc) with its own socket, root and
+//!   state; [`registry`]: a private OCI registry (Debian's `docker-registry`, htpasswd) on
+//!   loopback; [`images`]: OCI image layouts (a busybox rootfs) and wasm OCI artifacts built
+//!   locally. `tests/setup --containers` installs what they need.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,8 +149,11 @@ pub fn python_guest(name: &str) -> PathBuf {
     path
 }
 pub mod certs;
+pub mod containerd;
 pub mod daemon;
+pub mod images;
 pub mod mqtt;
+pub mod registry;
 mod rng;
 pub use rng::Rng;
 pub mod softhsm;
