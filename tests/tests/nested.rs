@@ -156,6 +156,39 @@ fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_
         },
     );
 
+    // A module of the child run elsewhere (an MQTT client): its twin and methods come from the
+    // root the same way.
+    let ext = add_identity(&child, "module", "ext");
+    let mut module = SdkClient::start("module", &ext, &ca);
+    module.event("connected");
+    module.event("reported");
+    root.wait_until(
+        "the module's reported properties at the root",
+        Duration::from_secs(30),
+        |r| r.twin("devices/child/modules/ext")["reported"]["kind"] == "module",
+    );
+    root.cli_ok(&[
+        "twin",
+        "update",
+        "devices/child/modules/ext",
+        r#"{"greeting": "from the root"}"#,
+    ]);
+    let patch = module.expect("the module's desired patch", |v| v["event"] == "desired");
+    assert_eq!(patch["patch"]["greeting"], "from the root", "{patch}");
+    let answer: Value = serde_json::from_str(&root.cli_ok(&[
+        "invoke",
+        "--device",
+        "child",
+        "--module",
+        "ext",
+        "ping",
+        r#"{"n": 1}"#,
+    ]))
+    .unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["payload"]["echo"]["n"], 1, "{answer}");
+    module.close();
+
     // The root keeps the twins of the devices below it across a restart (in its store).
     root.restart();
     let twin = root.twin("devices/leaf");

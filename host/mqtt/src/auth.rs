@@ -80,9 +80,10 @@ pub trait Authenticator: Send + Sync + fmt::Debug {
         false
     }
 
-    /// The devices registered here that connect to this device: leaf devices (`false`) and
-    /// child edge devices (`true`). The upstream link acts for them at the parent.
-    fn downstream_devices(&self) -> Vec<(String, bool)> {
+    /// The clients registered here that connect to this device over MQTT: leaf devices and
+    /// modules run elsewhere (`false`), child edge devices (`true`). The upstream link acts for
+    /// them at the parent.
+    fn downstream_clients(&self) -> Vec<(Identity, bool)> {
         Vec::new()
     }
 }
@@ -162,15 +163,16 @@ impl Authenticator for RegistryAuthenticator {
         self.registry.get(&Identity::device(device_id)).is_some()
     }
 
-    fn downstream_devices(&self) -> Vec<(String, bool)> {
+    fn downstream_clients(&self) -> Vec<(Identity, bool)> {
         use verge_identity::IdentityKind;
         self.registry
             .list()
             .into_iter()
-            .filter(|r| r.identity.module_id().is_none())
             .filter_map(|r| match r.kind {
-                IdentityKind::LeafDevice => Some((r.identity.device_id().to_owned(), false)),
-                IdentityKind::ChildEdgeDevice => Some((r.identity.device_id().to_owned(), true)),
+                IdentityKind::LeafDevice | IdentityKind::ExternalModule => {
+                    Some((r.identity, false))
+                }
+                IdentityKind::ChildEdgeDevice => Some((r.identity, true)),
                 _ => None,
             })
             .collect()

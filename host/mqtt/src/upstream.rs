@@ -343,8 +343,8 @@ struct Client {
 }
 
 /// The clients this device acts for at its parent: its system modules and deployed modules,
-/// its registered leaf devices and child edge devices (with their system and deployed
-/// modules), and every client its own child edge devices act for here.
+/// its registered leaf devices, modules run elsewhere and child edge devices (with their
+/// system and deployed modules), and every client its own child edge devices act for here.
 fn clients(broker: &Broker, device: &str) -> HashSet<Identity> {
     let twins = &broker.twins;
     let mut out = HashSet::new();
@@ -358,11 +358,11 @@ fn clients(broker: &Broker, device: &str) -> HashSet<Identity> {
         }
     };
     edge(&mut out, device);
-    for (d, is_edge) in broker.auth.downstream_devices() {
-        out.insert(Identity::device(&d));
+    for (client, is_edge) in broker.auth.downstream_clients() {
         if is_edge {
-            edge(&mut out, &d);
+            edge(&mut out, client.device_id());
         }
+        out.insert(client);
     }
     out.extend(broker.behind().list().into_iter().map(|(c, _)| c));
     out
