@@ -76,6 +76,23 @@ pub fn config(ip: &str, plain_port: u16) -> String {
     )
 }
 
+/// A child daemon whose `[upstream]` is `root`, with its own loopback address.
+///
+/// Registers edge device `name` on `root` (`verge identity add edge-device`) and writes the
+/// root's trust bundle into the root's directory. The child opens no TLS, HTTPS or metrics port;
+/// `[agent]` comes last so that callers may append keys to it.
+pub fn child_config(root: &Daemon, name: &str) -> String {
+    let cs = add_identity(root, "edge-device", name);
+    let ca = root.dir().join(format!("{name}-parent-ca.pem"));
+    std::fs::write(&ca, root.cli_ok(&["trust-bundle"])).expect("write the parent's trust bundle");
+    format!(
+        "device_id = \"{name}\"\n[mqtt]\ntls_port = 0\nhttps_port = 0\n[metrics]\nport = 0\n\
+         [upstream]\nconnection_string = \"{cs}\"\ntrust_bundle = \"{}\"\n\
+         [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n",
+        ca.display()
+    )
+}
+
 /// `verge identity add KIND NAME` on `daemon`: the connection string it prints.
 pub fn add_identity(daemon: &Daemon, kind: &str, name: &str) -> String {
     let cs = daemon

@@ -18,7 +18,7 @@ use mqttbytes::v4::{Connect, Login, Packet, PubAck, Publish, Subscribe};
 use serde_json::{Value, json};
 use verge_tests::daemon::{Daemon, deployment, verge_bin, wasm_module};
 use verge_tests::guest;
-use verge_tests::mqtt::{self, add_identity};
+use verge_tests::mqtt::{self, add_identity, child_config};
 
 const API: &str = "api-version=2021-04-12";
 const EXT_INPUTS: &str = "devices/edge/modules/ext/inputs/#";
@@ -694,19 +694,6 @@ fn a_full_store_refuses_a_publisher_without_puback_and_keeps_what_it_accepted() 
             other => panic!("not accepted after the drain: {other:?}"),
         }
     }
-}
-
-/// A child daemon whose `[upstream]` is `root`, with its own loopback address.
-fn child_config(root: &Daemon, name: &str) -> String {
-    let cs = add_identity(root, "edge-device", name);
-    let ca = root.dir().join(format!("{name}-parent-ca.pem"));
-    std::fs::write(&ca, root.cli_ok(&["trust-bundle"])).unwrap();
-    format!(
-        "device_id = \"{name}\"\n[mqtt]\ntls_port = 0\nhttps_port = 0\n[metrics]\nport = 0\n\
-         [upstream]\nconnection_string = \"{cs}\"\ntrust_bundle = \"{}\"\n\
-         [agent]\ncool_off_time_unit_secs = 1\nstop_grace_secs = 2\ndeploy_timeout_secs = 60\n",
-        ca.display()
-    )
 }
 
 #[test]
