@@ -318,3 +318,41 @@ fn a_broken_component_is_reported_by_the_compiler_process() {
     assert_eq!(daemon.module("filter").unwrap()["status"], "running");
     assert_eq!(daemon.monitor(1, 10.0, true).len(), 1);
 }
+
+#[test]
+fn a_module_whose_definition_changes_is_replaced_once_and_keeps_running() {
+    let daemon = Daemon::start("redefine", TEST_CONFIG, None);
+    let out = daemon.deploy("base.json", &base());
+    assert!(out.status.success(), "{}", output(&out));
+    let first_start = daemon.module("filter").unwrap()["lastStart"].clone();
+
+    // The same module with another environment: a new definition, so a new instance. The old
+    // instance's exit must not be taken for the new one's (which would restart it for ever).
+    for round in 1..=3 {
+        let mut changed = base();
+        changed["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["filter"] =
+            wasm_module(
+                &verge_tests::guest("filter"),
+                &[("Round", json!(round.to_string()))],
+                json!({"startupOrder": 1}),
+            );
+        let out = daemon.deploy(&format!("round{round}.json"), &changed);
+        assert!(out.status.success(), "{}", output(&out));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let filter = daemon.module("filter").unwrap();
+    assert_eq!(filter["status"], "running", "{filter}\n{}", daemon.log());
+    assert_eq!(filter["restartCount"], 0, "{filter}");
+    assert_ne!(filter["lastStart"], first_start, "not replaced: {filter}");
+    let log = daemon.log();
+    assert!(
+        !log.contains("already has a consumer"),
+        "two instances at once:\n{log}"
+    );
+    // And it still does its work.
+    let up = daemon.monitor(2, 20.0, false);
+    assert!(
+        up.iter().all(|m| m["origin"]["moduleId"] == "filter"),
+        "{up:?}"
+    );
+}

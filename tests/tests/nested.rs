@@ -53,6 +53,16 @@ fn routes(routes: Value) -> Value {
     deployment(json!({}), routes, json!({}))
 }
 
+/// A root on `ip` whose one route queues for `$upstream` (where `verge monitor` shows them) the
+/// messages from device `from`.
+fn root(tag: &str, ip: &str, from: &str) -> Daemon {
+    let root = Daemon::start(tag, &mqtt::config(ip, mqtt::free_port()), None);
+    let up = format!("FROM /messages/* WHERE $connectionDeviceId = '{from}' INTO $upstream");
+    let out = root.deploy("root", &routes(json!({ "up": up })));
+    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+    root
+}
+
 fn agent_reported(root: &Daemon, device: &str) -> Value {
     root.twin(&format!("devices/{device}/modules/$edgeAgent"))["reported"].clone()
 }
@@ -60,18 +70,7 @@ fn agent_reported(root: &Daemon, device: &str) -> Value {
 #[test]
 fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_root() {
     let (root_ip, child_ip) = (mqtt::loopback_ip(), mqtt::loopback_ip());
-    let mut root = Daemon::start(
-        "leaf-root",
-        &mqtt::config(&root_ip, mqtt::free_port()),
-        None,
-    );
-    let out = root.deploy(
-        "root",
-        &routes(
-            json!({ "up": "FROM /messages/* WHERE $connectionDeviceId = 'leaf' INTO $upstream" }),
-        ),
-    );
-    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+    let mut root = root("leaf-root", &root_ip, "leaf");
     let child = Daemon::start(
         "leaf-child",
         &nested_config(&root, "child", &child_ip),
@@ -213,18 +212,7 @@ fn a_three_level_chain_carries_deployments_down_and_telemetry_up() {
         mqtt::loopback_ip(),
         mqtt::loopback_ip(),
     ];
-    let root = Daemon::start(
-        "chain-root",
-        &mqtt::config(&ips[0], mqtt::free_port()),
-        None,
-    );
-    let out = root.deploy(
-        "root",
-        &routes(
-            json!({ "up": "FROM /messages/* WHERE $connectionDeviceId = 'leafedge' INTO $upstream" }),
-        ),
-    );
-    assert!(out.status.success(), "{}", mqtt::output_text(&out));
+    let root = root("chain-root", &ips[0], "leafedge");
     let middle = Daemon::start(
         "chain-middle",
         &nested_config(&root, "middle", &ips[1]),

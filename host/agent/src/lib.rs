@@ -123,6 +123,14 @@ struct Exited {
     exit: Exit,
 }
 
+/// A number no other start of any module had: an exit report names the start it ends, so that
+/// the late report of an instance that was stopped, or replaced by a new definition of the same
+/// module, is never taken for the current instance's.
+fn next_instance() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 type Logs = Arc<Mutex<HashMap<String, ModuleLog>>>;
 
 /// The handle to the agent.
@@ -305,7 +313,7 @@ impl Ctx {
             m.life = Life::Blocked(Self::unsupported(&m.spec.kind));
             return;
         };
-        m.instance += 1;
+        m.instance = next_instance();
         let o = &self.options;
         let context = ModuleContext {
             identity: Identity::module(&o.device_id, &m.name),
@@ -345,7 +353,7 @@ impl Ctx {
             return;
         };
         let mut handle = handle.clone();
-        m.instance += 1; // its exit report is ours to record
+        m.instance = next_instance(); // its exit report is ours to record
         let grace = self.options.stop_grace;
         let exit = tokio::time::timeout(grace + Duration::from_secs(2), handle.stop(grace))
             .await

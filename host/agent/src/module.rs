@@ -28,7 +28,8 @@ pub struct Module {
     pub config: ModuleConfig,
     pub spec: ModuleSpec,
     pub life: Life,
-    /// Counts starts, so that a late exit report of an earlier instance is ignored.
+    /// The current start (unique in the process), so that a late exit report of an earlier
+    /// instance is ignored.
     pub instance: u64,
     /// IoT Hub's module generation id: new each time the module is created.
     pub generation_id: String,

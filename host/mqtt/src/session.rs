@@ -703,17 +703,9 @@ impl Session {
                         ),
                     );
                 }
-                if self.inputs.is_none() {
-                    match self
-                        .broker
-                        .hub
-                        .consume_durable(&Target::Module(module.into()))
-                    {
-                        Ok(consumer) => self.inputs = Some(consumer),
-                        Err(e) => return refused(self, e.to_string()),
-                    }
+                if let Err(e) = self.deliveries(Target::Module(module.into()), granted) {
+                    return refused(self, e);
                 }
-                self.inputs_qos = granted;
             }
             Subscription::CloudToDevice { device_id } => {
                 if self.identity.module_id().is_some() || self.identity.device_id() != device_id {
@@ -722,17 +714,9 @@ impl Session {
                         format!("{} may not read messages for {device_id}", self.identity),
                     );
                 }
-                if self.inputs.is_none() {
-                    match self
-                        .broker
-                        .hub
-                        .consume_durable(&Target::Device(device_id.into()))
-                    {
-                        Ok(consumer) => self.inputs = Some(consumer),
-                        Err(e) => return refused(self, e.to_string()),
-                    }
+                if let Err(e) = self.deliveries(Target::Device(device_id.into()), granted) {
+                    return refused(self, e);
                 }
-                self.inputs_qos = granted;
             }
             Subscription::TwinResponses => self.twin_responses = true,
             Subscription::DesiredPatches => {
@@ -750,6 +734,21 @@ impl Session {
             QoS::AtMostOnce => 0,
             _ => 1,
         }
+    }
+
+    /// Start taking the durable deliveries of `target` (a module's inputs, a device's
+    /// cloud-to-device messages) at `qos`.
+    fn deliveries(&mut self, target: Target, qos: QoS) -> Result<(), String> {
+        if self.inputs.is_none() {
+            let consumer = self
+                .broker
+                .hub
+                .consume_durable(&target)
+                .map_err(|e| e.to_string())?;
+            self.inputs = Some(consumer);
+        }
+        self.inputs_qos = qos;
+        Ok(())
     }
 
     fn unsubscribe(&mut self, filter: &str) {
