@@ -15,18 +15,18 @@
 //!   equal to the desired `$version`, and exactly the manifest's modules, each `runtimeStatus`
 //!   `running`. It also notes when the CLI returned and when the child's own `$edgeAgent` twin
 //!   showed the same (the child applied it): the rest is the child's report, which goes up at most
-//!   every 2 s. The modules are the test guest `misbehave` in `relay` mode (idle without inputs).
-//!   First a cold deployment (the child compiles the component), then
-//!   `VERGE_BENCH_UPSTREAM_DEPLOYS` (default 12) redeployments alternating between two manifests,
-//!   A (`relay`) and B (`relay` and `extra`): each adds or removes a module. With
-//!   `VERGE_BENCH_UPSTREAM_CHANGE_ENV=1` they also flip `relay`'s env (`Generation` a/b), which
-//!   replaces its instance; off by default because at the time of writing the agent then takes
-//!   the old instance's exit for the new one's and the module stays in backoff ("already has a
-//!   consumer"). Redeployment k of n starts (k-1)/n of 2 s after the previous one was seen at the
-//!   root, which is just after one of the child's reports (they go up every 2 s): so the n land
-//!   evenly over the report period, as deployments made at random moments would (back to back,
-//!   each would wait a whole period). Both twins are polled every 10 ms with `GET /twins/…` on the
-//!   daemons' management sockets (what `verge twin show` sends, without starting a process each
+//!   every 2 s, the first change after a quiet spell at once. The modules are the test
+//!   guest `misbehave` in `relay` mode (idle without inputs). Deployments alternate between two
+//!   manifests, A (`relay`) and B (`relay` with another env, which replaces its instance, and
+//!   `extra`): each replaces one module and adds or removes another
+//!   (`VERGE_BENCH_UPSTREAM_CHANGE_ENV=0` keeps `relay` as it is). Three kinds, by when they
+//!   come: `cold`, the first (the child compiles the component) and `quiet`, n/3 more, each after
+//!   2.5 s without a deployment (the child has nothing left to report: its report goes once its
+//!   state settles); `busy`, `VERGE_BENCH_UPSTREAM_DEPLOYS` (default 12) more, redeployment k
+//!   starting (k-1)/n of 2 s after the previous one was seen at the root, so that they land
+//!   evenly over the child's 2 s report period (they wait for it). Both twins are polled every
+//!   10 ms with `GET /twins/…` on the daemons' management sockets (what `verge twin show` sends,
+//!   without starting a process each
 //!   time; both costs are printed). Reported: min / median / p90 / max in ms.
 //! - `forward`: throughput child → root. An external module `pub` on the child publishes
 //!   `VERGE_BENCH_UPSTREAM_MESSAGES` (default 200 000) QoS 1 messages of 128 bytes over plain MQTT
@@ -68,8 +68,8 @@ const CHILD: &str = "child";
 /// The root's copy of the child's `$edgeAgent` twin.
 const AGENT_AT_ROOT: &str = "devices/child/modules/$edgeAgent";
 const POLL: Duration = Duration::from_millis(10);
-/// How often the child reports (`REPORT_EVERY` of `verge_mqtt::upstream`): the redeployments'
-/// pauses spread over one period.
+/// How often the child reports at most (`REPORT_EVERY` of `verge_mqtt::upstream`): the
+/// redeployments' pauses spread over one period.
 const PERIOD: Duration = Duration::from_secs(2);
 /// How long one deployment may take before the bench gives up.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -256,7 +256,7 @@ struct Deployed {
 /// Manifest A (even `generation`) or B (odd) and its modules.
 fn manifest(generation: usize) -> (Value, Vec<&'static str>) {
     let component = verge_tests::guest("misbehave");
-    let change_env = env_or("VERGE_BENCH_UPSTREAM_CHANGE_ENV", 0) == 1;
+    let change_env = env_or("VERGE_BENCH_UPSTREAM_CHANGE_ENV", 1) == 1;
     let relay = |g: &str| {
         wasm_module(
             &component,
@@ -300,8 +300,18 @@ fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
 fn twin_scenario() -> Value {
     let deploys = env_or("VERGE_BENCH_UPSTREAM_DEPLOYS", 12) as usize;
     let pair = Pair::start("up-twin", |_| {});
+    // Nothing reported for a while: the child's next report goes as soon as it settles.
+    let quiet = || std::thread::sleep(PERIOD + Duration::from_millis(500));
+    quiet();
     let (cold_manifest, cold_modules) = manifest(0);
     let cold = pair.deploy("cold", &cold_manifest, &cold_modules);
+    let after_quiet: Vec<Deployed> = (1..=deploys.div_ceil(3))
+        .map(|g| {
+            quiet();
+            let (m, modules) = manifest(g);
+            pair.deploy(&format!("quiet-{g}"), &m, &modules)
+        })
+        .collect();
     let again: Vec<Deployed> = (1..=deploys)
         .map(|g| {
             std::thread::sleep(PERIOD.mul_f64((g - 1) as f64 / deploys as f64));
@@ -324,7 +334,11 @@ fn twin_scenario() -> Value {
         "deployments  until", "n", "min", "p50", "p90", "max"
     );
     let mut rows = Vec::new();
-    for (what, runs) in [("cold", vec![cold]), ("redeploy", again)] {
+    for (what, runs) in [
+        ("cold", vec![cold]),
+        ("quiet", after_quiet),
+        ("busy", again),
+    ] {
         let times = |f: fn(&Deployed) -> Duration| runs.iter().map(f).collect::<Vec<_>>();
         for (part, times) in [
             ("the root sees it", times(|d| d.root_sees)),

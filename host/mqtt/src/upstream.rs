@@ -330,8 +330,17 @@ fn renewal(until: SystemTime) -> Instant {
             .saturating_sub(Duration::from_secs(300))
 }
 
-/// How often reported properties go up, and the set of clients is looked at again, at most.
+/// Reported properties of one client go up at most this often. A change after a quiet spell goes
+/// once the client has been still for [`REPORT_SETTLE`] (a deployment's burst of reports is one
+/// patch, its final state), and at the latest after this long.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long a client's reported properties must stay unchanged to be sent before
+/// [`REPORT_EVERY`] is up.
+const REPORT_SETTLE: Duration = Duration::from_millis(200);
+/// How often reported properties are looked at.
+const REPORT_CHECK: Duration = Duration::from_millis(100);
+/// How often the set of clients is looked at again.
+const CLIENTS_EVERY: Duration = Duration::from_secs(2);
 /// How long the parent waits for a method answer from here.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -340,6 +349,13 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(30);
 struct Client {
     twin: String,
     theirs: Option<Value>,
+    /// The reported version last looked at, and when it changed.
+    seen: u64,
+    changed: Option<Instant>,
+    /// When the oldest change not yet sent was seen.
+    pending: Option<Instant>,
+    /// When a report last went up.
+    sent: Option<Instant>,
 }
 
 /// The clients this device acts for at its parent: its system modules and deployed modules,
@@ -395,7 +411,9 @@ async fn connection(
     let mut heard = Instant::now();
     let mut ping = tokio::time::interval(KEEP_ALIVE / 2);
     ping.tick().await;
-    let mut tick = tokio::time::interval(REPORT_EVERY);
+    let mut tick = tokio::time::interval(CLIENTS_EVERY);
+    let mut report_tick = tokio::time::interval(REPORT_CHECK);
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let room = WINDOW - in_flight.len();
         tokio::select! {
@@ -470,12 +488,12 @@ async fn connection(
                         scoped::twin_get_topic(&mut topic, &client, GET_RID);
                         let _ = codec::put_publish(&mut out, &topic, Delivery::AtMostOnce, b"");
                         let twin = twin_id(&client, &options.device_id);
-                        served.insert(client, Client { twin, theirs: None });
+                        served.insert(client, Client { twin, theirs: None, seen: 0, changed: None, pending: None, sent: None });
                     }
                     tracing::debug!(clients = served.len(), "acting for clients at the parent");
                 }
-                report(&broker.twins, &mut served, &mut rid, &mut topic, &mut out);
             }
+            _ = report_tick.tick() => report(&broker.twins, &mut served, &mut rid, &mut topic, &mut out),
             _ = ping.tick() => {
                 if heard.elapsed() > KEEP_ALIVE * 3 / 2 {
                     return Err(LinkError::Quiet);
@@ -514,10 +532,27 @@ fn report(
     topic: &mut String,
     out: &mut BytesMut,
 ) {
+    let at = Instant::now();
     for (client, state) in served.iter_mut() {
         let Some(theirs) = &state.theirs else {
             continue;
         };
+        let version = twins.reported_version(&state.twin);
+        if version != state.seen {
+            state.seen = version;
+            state.changed = Some(at);
+            state.pending.get_or_insert(at);
+        }
+        let Some(pending) = state.pending else {
+            continue;
+        };
+        let settled = state.changed.is_some_and(|t| at - t >= REPORT_SETTLE);
+        let overdue = at - pending >= REPORT_EVERY;
+        let allowed = state.sent.is_none_or(|t| at - t >= REPORT_EVERY);
+        if !(allowed && (settled || overdue)) {
+            continue;
+        }
+        state.pending = None;
         let mut reported = twins.reported(&state.twin);
         if let Some(map) = reported.as_object_mut() {
             map.remove(verge_twin::VERSION_KEY);
@@ -535,6 +570,7 @@ fn report(
         let body = Value::Object(patch).to_string();
         let _ = codec::put_publish(out, topic, Delivery::AtMostOnce, body.as_bytes());
         state.theirs = Some(reported);
+        state.sent = Some(at);
     }
 }
 

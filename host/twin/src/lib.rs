@@ -213,6 +213,11 @@ impl TwinStore {
         })
     }
 
+    /// The reported version of `id` (0 for an unknown twin).
+    pub fn reported_version(&self, id: &str) -> u64 {
+        self.lock().get(id).map_or(0, |t| t.reported_version)
+    }
+
     /// The desired version of `id`.
     pub fn desired_version(&self, id: &str) -> u64 {
         self.with_twin(id, |t| t.desired_version)
