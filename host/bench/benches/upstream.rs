@@ -32,7 +32,7 @@
 //!   `VERGE_BENCH_UPSTREAM_MESSAGES` (default 200 000) QoS 1 messages of 128 bytes over plain MQTT
 //!   (mqttbytes, `TCP_NODELAY`, batches of 64, at most 512 unacknowledged: as fast as the child
 //!   PUBACKs, which it does after its durable commit). The child routes `FROM /messages/* INTO
-//!   $upstream` (deployed from the root), forwards over TLS (256 in flight, each removed on the
+//!   $upstream` (deployed from the root), forwards over TLS (1024 in flight, each removed on the
 //!   root's PUBACK); the root routes `FROM /messages/* WHERE $connectionDeviceId = 'child' INTO
 //!   BrokeredEndpoint("/modules/ext/inputs/in")` to external module `ext`, whose client
 //!   subscribes at QoS 1 and PUBACKs each delivery. Reported: the child's ingest rate (first

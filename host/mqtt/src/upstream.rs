@@ -1,19 +1,24 @@
-//! The upstream link: `$upstream` forwarded to a parent over MQTT in IoT Hub's dialect.
+//! The upstream link: this device's one connection to its parent, in IoT Hub's MQTT dialect.
 //!
-//! The edge device connects to its parent (a root Verge, or an IoT-Hub-compatible endpoint) over
-//! TLS as itself (client id and SAS token of the edge device, the key in the key store) and
-//! publishes every message of the `$upstream` queue on `devices/{device}/messages/events/` with
-//! its properties in the topic's property bag, at QoS 1, up to [`WINDOW`] unacknowledged. The
-//! queue's consumer waits for durability ([`verge_hub::Hub::consume_durable`]): the parent never
-//! sees a message this device could forget. Each PUBACK acks its entry: a message leaves the
-//! store only once the parent has it. Messages go in the queue's order (priority lanes, then
-//! arrival); a connection that breaks returns what was in flight to its place, and the link
-//! reconnects with backoff (1 s doubling to 60 s), then goes on where it stopped. The connection
-//! is renewed before its token expires.
+//! The edge device connects to its parent (a Verge, or an IoT-Hub-compatible endpoint) over TLS
+//! as itself: a SAS token signed by its key in the key store, or a client certificate.
 //!
-//! One connection carries the messages of the device's modules too: each keeps its origin in
-//! `$.cdid` / `$.cmid` (and `$.on`), which a parent Verge honours for its registered child edge
-//! devices. A plain IoT Hub endpoint keeps them as application properties.
+//! - **Telemetry**: every message of the `$upstream` queue goes on
+//!   `devices/{device}/messages/events/{bag}` at QoS 1, up to [`WINDOW`] unacknowledged, with its
+//!   origin in `$.cdid` / `$.cmid` / `$.on`. The queue's consumer waits for durability
+//!   ([`verge_hub::Hub::consume_durable`]): the parent never sees a message this device could
+//!   forget; each PUBACK removes its entry. Messages go in the queue's order (priority lanes, then
+//!   arrival); a broken connection returns what was in flight to its place.
+//! - **Clients behind this device** (a Verge parent only, [`UpstreamOptions::act_for_clients`]):
+//!   the link acts for each of them with the `$edgehub/{client}/…` topics
+//!   ([`crate::dialect::scoped`]): it mirrors their twins (the parent's desired document and
+//!   versions come down on connect and on each patch; reported properties go up as patches, at
+//!   most every [`REPORT_EVERY`] per client), answers the parent's method calls by calling the
+//!   client here, and stores the parent's cloud-to-device messages in the device's queue here
+//!   before acknowledging them (which clients: `clients`).
+//!
+//! The link reconnects with backoff (1 s doubling to 60 s), goes on where it stopped, and renews
+//! the connection before its token expires.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,7 +51,7 @@ const EDGE_AGENT: &str = "$edgeAgent";
 const EDGE_HUB: &str = "$edgeHub";
 
 /// Messages published and not yet acknowledged by the parent.
-pub const WINDOW: usize = 256;
+pub const WINDOW: usize = 1024;
 /// How long a connection's token lives; the link reconnects before it ends.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// How long a connection proved by a client certificate lives.
