@@ -878,6 +878,45 @@ fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
     assert_eq!(r["modules"]["relay"]["runtimeStatus"], "running", "{r}");
     assert_eq!(child.module("relay").unwrap()["status"], "running");
 
+    // Routes changed through the twin: the child's hub swaps them and says so; a route that does
+    // not parse is refused there (400, the parse error in the description), the last good routes
+    // stay.
+    let hub_twin = "devices/child/modules/$edgeHub";
+    let hub_reported = |root: &Daemon| root.twin(hub_twin)["reported"].clone();
+    let mut rerouted = good.clone();
+    rerouted["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["up"] = json!(
+        "FROM /messages/modules/relay/outputs/* WHERE NOT IS_DEFINED($body.nothing) INTO $upstream"
+    );
+    deploy_to(&root, "child", "rerouted", &rerouted);
+    let version = || root.twin(hub_twin)["desired"]["$version"].clone();
+    root.wait_until(
+        "the child's hub applies the new routes",
+        Duration::from_secs(30),
+        |root| {
+            let r = hub_reported(root);
+            r["lastDesiredStatus"]["code"] == 200 && r["lastDesiredVersion"] == version()
+        },
+    );
+    let mut unparsable = good.clone();
+    unparsable["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["up"] =
+        json!("FROM /messages/* WHERE temp == 100 INTO $upstream");
+    deploy_to(&root, "child", "unparsable", &unparsable);
+    root.wait_until(
+        "the child's hub refuses the route",
+        Duration::from_secs(30),
+        |root| {
+            let r = hub_reported(root);
+            r["lastDesiredStatus"]["code"] == 400 && r["lastDesiredVersion"] == version()
+        },
+    );
+    let r = hub_reported(&root);
+    assert!(
+        r["lastDesiredStatus"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("up")),
+        "{r}"
+    );
+
     // A changed deployment: the relay goes away on the child.
     let mut smaller = good.clone();
     smaller["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
