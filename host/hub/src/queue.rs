@@ -929,6 +929,9 @@ pub(crate) async fn admit(
             .submit(&[], &[])?
             .map_or_else(|| Durable::ready(Ok(())), |(_, durable)| durable));
     }
+    if batches.len() == 1 {
+        return admit_one(batches.pop(), durability).await;
+    }
     // One lock order for every producer: by address.
     batches.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
     let (queues, mut entries): (Vec<Arc<Queue>>, Vec<Vec<Entry>>) = batches.into_iter().unzip();
@@ -994,6 +997,53 @@ pub(crate) async fn admit(
         if let Some(room) = room {
             room.await;
         }
+    }
+}
+
+/// [`admit`] for a commit to one queue (a module's output to the next module, an MQTT batch to
+/// one route): the common case, without the per-queue vectors.
+async fn admit_one(
+    batch: Option<(Arc<Queue>, Vec<Entry>)>,
+    mut durability: Durability,
+) -> Result<Durable, StoreError> {
+    let Some((queue, mut entries)) = batch else {
+        return Ok(Durable::ready(Ok(())));
+    };
+    let messages = entries.len();
+    let bytes: usize = entries.iter().map(Entry::size).sum();
+    loop {
+        let room = {
+            let mut guard = queue.lock();
+            if guard.has_room(&queue.limits, messages, bytes) {
+                for entry in &mut entries {
+                    entry.seq = guard.next_seq();
+                }
+                let durable = match durability.submit(&[&queue], &[&entries]) {
+                    Ok(durable) => durable,
+                    Err(e) => {
+                        guard.next_seq -= messages as u64;
+                        return Err(e);
+                    }
+                };
+                let ticket = match &durable {
+                    Some((ticket, _)) if durability.gated => *ticket,
+                    _ => 0,
+                };
+                for mut entry in entries.drain(..) {
+                    entry.ticket = ticket;
+                    guard.place(entry, queue.resident_max);
+                }
+                drop(guard);
+                queue.readable.notify_one();
+                return Ok(durable.map_or_else(|| Durable::ready(Ok(())), |(_, d)| d));
+            }
+            // As in `admit`: registered while the lock is held, so no ack is missed.
+            let mut notified = Box::pin(queue.writable.notified());
+            notified.as_mut().enable();
+            guard.wait_for(messages, bytes);
+            notified
+        };
+        room.await;
     }
 }
 
