@@ -1,0 +1,197 @@
+//! The connection to containerd: a tonic channel over its Unix socket, the namespace, the
+//! snapshotter, and requests with their headers (`containerd-namespace` always,
+//! `containerd-lease` when a lease holds what the call creates).
+
+use std::path::{Path, PathBuf};
+
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::{CreateRequest, DeleteRequest};
+use containerd_client::tonic::metadata::MetadataValue;
+use containerd_client::tonic::transport::Channel;
+use containerd_client::tonic::{self, Request};
+
+use crate::error::Error;
+
+/// Verge's containerd namespace unless configured otherwise.
+pub const DEFAULT_NAMESPACE: &str = "verge";
+/// The snapshotter unless configured otherwise.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+/// How long a pull's lease lives if the pull never deletes it (a crash).
+const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A connection to containerd, in one namespace. Cheap to clone (one HTTP/2 channel).
+#[derive(Clone, Debug)]
+pub struct Containerd {
+    pub(crate) channel: Channel,
+    socket: PathBuf,
+    namespace: MetadataValue<tonic::metadata::Ascii>,
+    namespace_name: String,
+    pub(crate) snapshotter: String,
+    pub(crate) plain_http: Vec<String>,
+}
+
+impl Containerd {
+    /// Connects to containerd's gRPC socket; every call will carry `namespace`.
+    pub async fn connect(socket: impl AsRef<Path>, namespace: &str) -> Result<Self, Error> {
+        let socket = socket.as_ref().to_path_buf();
+        let header: MetadataValue<tonic::metadata::Ascii> = namespace
+            .parse()
+            .ok()
+            .filter(|_| !namespace.is_empty())
+            .ok_or_else(|| Error::Namespace(namespace.to_owned()))?;
+        let channel = containerd_client::connect(&socket)
+            .await
+            .map_err(|e| Error::Connect {
+                socket: socket.display().to_string(),
+                message: error_chain(&e),
+            })?;
+        Ok(Self {
+            channel,
+            socket,
+            namespace: header,
+            namespace_name: namespace.to_owned(),
+            snapshotter: DEFAULT_SNAPSHOTTER.to_owned(),
+            plain_http: Vec::new(),
+        })
+    }
+
+    /// Uses `snapshotter` (`overlayfs` by default; `native` where overlay cannot mount).
+    pub fn with_snapshotter(mut self, snapshotter: &str) -> Self {
+        snapshotter.clone_into(&mut self.snapshotter);
+        self
+    }
+
+    /// Registries (`host[:port]`) reached over plain HTTP besides loopback ones, which always
+    /// are.
+    pub fn with_plain_http(mut self, registries: &[String]) -> Self {
+        self.plain_http = registries.to_vec();
+        self
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace_name
+    }
+
+    /// The snapshotter.
+    pub fn snapshotter(&self) -> &str {
+        &self.snapshotter
+    }
+
+    /// A request in this namespace.
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
+        request
+    }
+
+    /// A request in this namespace under `lease`.
+    pub(crate) fn leased<T>(&self, message: T, lease: &Lease) -> Request<T> {
+        let mut request = self.request(message);
+        request
+            .metadata_mut()
+            .insert("containerd-lease", lease.header.clone());
+        request
+    }
+
+    /// Creates a lease that expires after an hour if not deleted.
+    pub(crate) async fn create_lease(&self, purpose: &str) -> Result<Lease, Error> {
+        let expire = std::time::SystemTime::now() + LEASE_EXPIRY;
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("containerd.io/gc.expire".to_owned(), rfc3339(expire));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!("verge-{purpose}-{nanos}");
+        let response = LeasesClient::new(self.channel.clone())
+            .create(self.request(CreateRequest {
+                id: id.clone(),
+                labels,
+            }))
+            .await
+            .map_err(|s| Error::call("Leases.Create", s))?
+            .into_inner();
+        let id = response.lease.map_or(id, |lease| lease.id);
+        let header = id.parse().map_err(|_| Error::Protocol {
+            call: "Leases.Create",
+            message: format!("lease id {id:?} is not a header value"),
+        })?;
+        Ok(Lease { id, header })
+    }
+
+    /// Deletes a lease (what it held becomes collectable unless something else refers to it).
+    pub(crate) async fn delete_lease(&self, lease: &Lease) -> Result<(), Error> {
+        LeasesClient::new(self.channel.clone())
+            .delete(self.request(DeleteRequest {
+                id: lease.id.clone(),
+                sync: false,
+            }))
+            .await
+            .map_err(|s| Error::call("Leases.Delete", s))?;
+        Ok(())
+    }
+}
+
+/// A containerd lease.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub id: String,
+    header: MetadataValue<tonic::metadata::Ascii>,
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// `time` as RFC 3339 in UTC, to the second (`2026-01-02T03:04:05Z`).
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,56 @@
+//! Verge's containerd client: pulls OCI images from a registry into a containerd 1.6 and
+//! unpacks them to committed snapshots, the first part of container modules.
+//!
+//! ```ignore
+//! let containerd = Containerd::connect("/run/containerd/containerd.sock", "verge").await?;
+//! let image = containerd.pull("127.0.0.1:5000/busybox:v1", Some(&credentials), |p| eprintln!("{p:?}")).await?;
+//! // image.chain_id names the unpacked snapshot; image.config.run has Entrypoint, Cmd, Env…
+//! assert!(containerd.image("127.0.0.1:5000/busybox:v1").await?.is_some());
+//! containerd.remove_image("127.0.0.1:5000/busybox:v1").await?;
+//! ```
+//!
+//! containerd 1.6 (Debian bookworm) has no Transfer service, so the pull is done here, as the Go
+//! client's does it: the registry client (`oci-client`) fetches the manifest (an index is
+//! followed to linux on this machine's architecture), the config and the layers; each blob not
+//! already in containerd's content store (`Content.Info`) is streamed into it (`Content.Write`,
+//! committed with its expected digest and size, so containerd verifies it); each layer is
+//! unpacked on its parent (`Snapshots.Prepare`, `Diff.Apply`, `Snapshots.Commit` under the
+//! layer's chain ID, skipped when that snapshot exists); the image record points at the
+//! manifest (`Images.Create`, or `Images.Update` when it exists).
+//!
+//! # Garbage collection
+//!
+//! Everything a pull writes is made under a **lease** (`containerd-lease` header), created at
+//! its start with a 1-hour `containerd.io/gc.expire` (so a crashed pull's lease expires) and
+//! deleted at its end. After that the content is held by the **GC labels**, as `ctr` leaves
+//! them: the image record → the manifest, which carries `containerd.io/gc.ref.content.config`
+//! and `…content.l.<i>` → the config, which carries
+//! `containerd.io/gc.ref.snapshot.<snapshotter>` → the top snapshot → its parents. So
+//! [`Containerd::remove_image`] only deletes the image record, synchronously collected
+//! (`sync: true`): the content and snapshots no other image uses go with it. One lease per
+//! image was not kept: it would hold blobs an image no longer needs after an update.
+//!
+//! # Namespaces
+//!
+//! Every call carries the `containerd-namespace` header; the namespace is the caller's choice
+//! (`verge` by default, [`DEFAULT_NAMESPACE`]). Tests use one per test: runc's state and
+//! cgroup paths are global per namespace and container id.
+//!
+//! Modules: [`error`] (errors), [`image`] (manifest, index and config parsing, chain IDs),
+//! [`registry`] (the registry client, credentials), `client` (the connection and the
+//! requests' headers), `content` (the content store), `unpack` (snapshots), `pull` (the pull,
+//! [`Containerd::image`], [`Containerd::remove_image`]).
+
+mod client;
+mod content;
+pub mod error;
+pub mod image;
+mod pull;
+pub mod registry;
+mod unpack;
+
+pub use client::{Containerd, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER};
+pub use error::{Error, PullError};
+pub use image::{ImageConfig, RunConfig};
+pub use pull::{Progress, PulledImage};
+pub use registry::Credentials;
