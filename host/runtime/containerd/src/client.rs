@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::leases_client::LeasesClient;
-use containerd_client::services::v1::{CreateRequest, DeleteRequest};
+use containerd_client::services::v1::{AddResourceRequest, CreateRequest, DeleteRequest, Resource};
 use containerd_client::tonic::metadata::MetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{self, Request};
@@ -125,6 +125,28 @@ impl Containerd {
             message: format!("lease id {id:?} is not a header value"),
         })?;
         Ok(Lease { id, header })
+    }
+
+    /// Adds a resource that exists already to `lease` (`kind`: `content`, or
+    /// `snapshots/<snapshotter>`), so that it cannot be collected while the lease lives even if
+    /// what held it goes away (another image sharing a layer, removed meanwhile).
+    pub(crate) async fn lease_resource(
+        &self,
+        lease: &Lease,
+        id: &str,
+        kind: &str,
+    ) -> Result<(), Error> {
+        LeasesClient::new(self.channel.clone())
+            .add_resource(self.request(AddResourceRequest {
+                id: lease.id.clone(),
+                resource: Some(Resource {
+                    id: id.to_owned(),
+                    r#type: kind.to_owned(),
+                }),
+            }))
+            .await
+            .map_err(|s| Error::call("Leases.AddResource", s))?;
+        Ok(())
     }
 
     /// Deletes a lease (what it held becomes collectable unless something else refers to it).

@@ -17,8 +17,23 @@ use crate::error::{Error, PullError};
 use crate::image::Descriptor;
 use crate::registry::BlobStream;
 
+/// What one `Content.Write` message carries, at most (the registry's chunks are gathered up to
+/// it; runwasi uses the same).
+const CHUNK: usize = 1 << 20;
+
 /// The most [`Containerd::read_blob`] reads: manifests and configs are small.
 const MAX_READ: i64 = 16 << 20;
+
+/// What [`Containerd::write_blob`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The blob was written and committed.
+    Committed,
+    /// It was there already (written meanwhile by another pull).
+    Exists,
+    /// Another writer holds the same ingest ref: try again later.
+    Locked,
+}
 
 impl Containerd {
     fn content(&self) -> ContentClient<containerd_client::tonic::transport::Channel> {
@@ -42,15 +57,16 @@ impl Containerd {
     }
 
     /// Streams `data` into the content store as `descriptor` under `lease`, with `labels`.
-    /// containerd checks the digest and size at commit; a blob that arrives meanwhile from
-    /// elsewhere (AlreadyExists) counts as written.
+    /// containerd checks the digest and size at commit. A blob that is there already
+    /// (AlreadyExists), or that another pull is writing (its ingest ref is locked:
+    /// Unavailable), is not an error: see [`Written`].
     pub(crate) async fn write_blob(
         &self,
         lease: &Lease,
         descriptor: &Descriptor,
         mut data: BlobStream,
         labels: HashMap<String, String>,
-    ) -> Result<(), PullError> {
+    ) -> Result<Written, PullError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|message| (message, rx))
@@ -75,15 +91,27 @@ impl Containerd {
         let call = client.write(self.leased(requests, lease));
         let feed = async {
             let mut offset: i64 = 0;
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|message| PullError::Registry {
-                    registry: String::new(),
-                    message,
-                })?;
-                let len = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK);
+            let mut ended = false;
+            while !ended {
+                match data.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        buffer.extend_from_slice(&chunk);
+                        if buffer.len() < CHUNK {
+                            continue;
+                        }
+                    }
+                    None => ended = true,
+                }
+                if buffer.is_empty() {
+                    continue;
+                }
+                let bytes = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK));
+                let len = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
                 let message = WriteContentRequest {
                     offset,
-                    data: chunk.to_vec(),
+                    data: bytes,
                     ..base.clone()
                 };
                 offset = offset.saturating_add(len);
@@ -102,25 +130,35 @@ impl Containerd {
             Ok(offset)
         };
         let answers = async {
-            let mut stream = call
-                .await
-                .map_err(|s| Error::call("Content.Write", s))?
-                .into_inner();
+            let outcome = |status: containerd_client::tonic::Status| match status.code() {
+                Code::AlreadyExists => Ok(Some(Written::Exists)),
+                Code::Unavailable => Ok(Some(Written::Locked)),
+                _ => Err(Error::call("Content.Write", status)),
+            };
+            let mut stream = match call.await {
+                Ok(response) => response.into_inner(),
+                Err(status) => return outcome(status),
+            };
             let mut last = None;
             loop {
                 match stream.message().await {
                     Ok(Some(answer)) => last = Some(answer),
                     Ok(None) => break,
-                    Err(status) if status.code() == Code::AlreadyExists => return Ok(true),
-                    Err(status) => return Err(Error::call("Content.Write", status)),
+                    Err(status) => return outcome(status),
                 }
             }
-            Ok::<_, Error>(last.is_some_and(|a| a.action == WriteAction::Commit as i32))
+            Ok::<_, Error>(
+                last.filter(|a| a.action == WriteAction::Commit as i32)
+                    .map(|_| Written::Committed),
+            )
         };
         let (fed, answered) = tokio::join!(feed, answers);
-        let committed = answered?;
+        let answered = answered?;
+        if let Some(other @ (Written::Exists | Written::Locked)) = answered {
+            return Ok(other);
+        }
         let offset = fed?;
-        if !committed {
+        if answered.is_none() {
             return Err(PullError::Containerd(Error::Protocol {
                 call: "Content.Write",
                 message: format!(
@@ -129,7 +167,7 @@ impl Containerd {
                 ),
             }));
         }
-        Ok(())
+        Ok(Written::Committed)
     }
 
     /// Reads a whole blob (at most 16 MiB: manifests and configs).

@@ -22,13 +22,18 @@
 //!
 //! Everything a pull writes is made under a **lease** (`containerd-lease` header), created at
 //! its start with a 1-hour `containerd.io/gc.expire` (so a crashed pull's lease expires) and
-//! deleted at its end. After that the content is held by the **GC labels**, as `ctr` leaves
+//! deleted at its end. A blob or snapshot that was already there is added to the lease
+//! (`Leases.AddResource`), so another image's removal cannot collect it mid-pull. After that the content is held by the **GC labels**, as `ctr` leaves
 //! them: the image record → the manifest, which carries `containerd.io/gc.ref.content.config`
 //! and `…content.l.<i>` → the config, which carries
 //! `containerd.io/gc.ref.snapshot.<snapshotter>` → the top snapshot → its parents. So
 //! [`Containerd::remove_image`] only deletes the image record, synchronously collected
 //! (`sync: true`): the content and snapshots no other image uses go with it. One lease per
 //! image was not kept: it would hold blobs an image no longer needs after an update.
+//!
+//! Two pulls of the same blob at once (two modules, one image): the ingest ref is the digest,
+//! so containerd lets one write it (the other gets `Unavailable`, "ref locked") and the other
+//! waits, polling `Content.Info`, then uses it.
 //!
 //! # Namespaces
 //!

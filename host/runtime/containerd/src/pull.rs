@@ -3,6 +3,7 @@
 //! `imagePullPolicy` `never` / `on-create`), and removing one ([`Containerd::remove_image`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::images_client::ImagesClient;
@@ -15,9 +16,15 @@ use futures_util::TryStreamExt as _;
 use oci_client::Reference;
 
 use crate::client::{Containerd, Lease};
+use crate::content::Written;
 use crate::error::{Error, PullError};
 use crate::image::{self, AnyManifest, Descriptor, ImageConfig};
-use crate::registry::{Credentials, Registry};
+use crate::registry::{BlobStream, Credentials, Registry};
+
+/// How long a pull waits for a blob another pull is writing.
+const LOCKED_WAIT: Duration = Duration::from_secs(3600);
+/// How often it looks again.
+const LOCKED_POLL: Duration = Duration::from_millis(100);
 
 /// What a pull reports as it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,10 +155,7 @@ impl Containerd {
 
         // The config first: its diff_ids name the snapshots, and it carries their GC label.
         let config_bytes = match self.blob_info(&manifest.config.digest).await? {
-            Some(_) => {
-                progress(blob_progress(&manifest.config, true));
-                self.read_blob(&manifest.config.digest).await?
-            }
+            Some(_) => self.read_blob(&manifest.config.digest).await?,
             None => {
                 let bytes: Vec<u8> = registry
                     .blob(reference, &manifest.config)
@@ -160,11 +164,7 @@ impl Containerd {
                         all.extend_from_slice(&chunk);
                         Ok(all)
                     })
-                    .await
-                    .map_err(|message| PullError::Registry {
-                        registry: reference.resolve_registry().to_owned(),
-                        message,
-                    })?;
+                    .await?;
                 let actual = image::sha256_digest(&bytes);
                 if actual != manifest.config.digest {
                     return Err(PullError::Digest {
@@ -190,34 +190,23 @@ impl Containerd {
             format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter),
             chain_id.clone(),
         )]);
-        if self.blob_info(&manifest.config.digest).await?.is_some() {
-            self.label_blob(&manifest.config.digest, snapshot_label)
-                .await?;
-        } else {
-            let data = futures_util::stream::iter([Ok(bytes::Bytes::from(config_bytes))]);
-            self.write_blob(lease, &manifest.config, Box::pin(data), snapshot_label)
-                .await?;
-            downloaded += 1;
-            progress(blob_progress(&manifest.config, false));
-        }
+        let config_bytes = bytes::Bytes::from(config_bytes);
+        let fetched = self
+            .ensure_blob(lease, &manifest.config, snapshot_label, || {
+                in_memory(config_bytes.clone())
+            })
+            .await?;
+        downloaded += usize::from(fetched);
+        progress(blob_progress(&manifest.config, !fetched));
 
         for layer in &manifest.layers {
-            if self.blob_info(&layer.digest).await?.is_some() {
-                progress(blob_progress(layer, true));
-                continue;
-            }
-            let data = registry.blob(reference, layer).await?;
-            self.write_blob(lease, layer, data, HashMap::new())
-                .await
-                .map_err(|e| match e {
-                    PullError::Registry { message, .. } => PullError::Registry {
-                        registry: reference.resolve_registry().to_owned(),
-                        message,
-                    },
-                    other => other,
-                })?;
-            downloaded += 1;
-            progress(blob_progress(layer, false));
+            let fetched = self
+                .ensure_blob(lease, layer, HashMap::new(), || {
+                    registry.blob(reference, layer)
+                })
+                .await?;
+            downloaded += usize::from(fetched);
+            progress(blob_progress(layer, !fetched));
         }
 
         // The manifest, with the labels that keep its config and layers once the lease is gone.
@@ -231,14 +220,13 @@ impl Containerd {
                 layer.digest.clone(),
             );
         }
-        if self.blob_info(&resolved.descriptor.digest).await?.is_some() {
-            self.label_blob(&resolved.descriptor.digest, labels).await?;
-        } else {
-            let data = futures_util::stream::iter([Ok(bytes::Bytes::from(resolved.bytes.clone()))]);
-            self.write_blob(lease, &resolved.descriptor, Box::pin(data), labels)
-                .await?;
-            downloaded += 1;
-        }
+        let manifest_bytes = bytes::Bytes::from(resolved.bytes.clone());
+        let fetched = self
+            .ensure_blob(lease, &resolved.descriptor, labels, || {
+                in_memory(manifest_bytes.clone())
+            })
+            .await?;
+        downloaded += usize::from(fetched);
 
         self.unpack(
             lease,
@@ -267,6 +255,53 @@ impl Containerd {
             elapsed: Duration::ZERO,
             downloaded,
         })
+    }
+
+    /// Makes sure blob `descriptor` is in the content store, with `labels`, and held by
+    /// `lease`: written from `source` if it is not there, waiting while another pull writes it.
+    /// True if it was written here.
+    async fn ensure_blob<F, Fut>(
+        &self,
+        lease: &Lease,
+        descriptor: &Descriptor,
+        labels: HashMap<String, String>,
+        source: F,
+    ) -> Result<bool, PullError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<BlobStream, PullError>>,
+    {
+        let begun = Instant::now();
+        loop {
+            if self.blob_info(&descriptor.digest).await?.is_some() {
+                self.lease_resource(lease, &descriptor.digest, "content")
+                    .await?;
+                if !labels.is_empty() {
+                    self.label_blob(&descriptor.digest, labels).await?;
+                }
+                return Ok(false);
+            }
+            match self
+                .write_blob(lease, descriptor, source().await?, labels.clone())
+                .await?
+            {
+                Written::Committed => return Ok(true),
+                Written::Exists => {}
+                Written::Locked if begun.elapsed() < LOCKED_WAIT => {
+                    tokio::time::sleep(LOCKED_POLL).await;
+                }
+                Written::Locked => {
+                    return Err(Error::Protocol {
+                        call: "Content.Write",
+                        message: format!(
+                            "{} has been locked by another writer for {LOCKED_WAIT:?}",
+                            descriptor.digest
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
     }
 
     /// Creates the image record `name` → `target`, or points the existing one at it.
@@ -405,6 +440,11 @@ impl Containerd {
             Err(status) => Err(Error::call("Images.Delete", status).into()),
         }
     }
+}
+
+/// A blob already in memory, as a stream.
+async fn in_memory(bytes: bytes::Bytes) -> Result<BlobStream, PullError> {
+    Ok(Box::pin(futures_util::stream::iter([Ok(bytes)])))
 }
 
 fn blob_progress(blob: &Descriptor, present: bool) -> Progress {

@@ -85,9 +85,9 @@ pub(crate) struct Registry {
 /// How long [`Registry::unauthorized`] waits for the registry's 401 body.
 const DETAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A blob as a stream of chunks, with the registry's errors already put in words.
+/// A blob as a stream of chunks.
 pub(crate) type BlobStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, String>> + Send>>;
+    std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, PullError>> + Send>>;
 
 impl Registry {
     /// A client for `reference`'s registry: plain HTTP when that registry is loopback or in
@@ -270,8 +270,13 @@ impl Registry {
             Err(e) => return Err(self.error(e).await),
         };
         use futures_util::StreamExt as _;
-        Ok(Box::pin(sized.stream.map(|chunk| {
-            chunk.map_err(|e| format!("reading the blob: {e}"))
+        let registry = self.host.clone();
+        let digest = descriptor.digest.clone();
+        Ok(Box::pin(sized.stream.map(move |chunk| {
+            chunk.map_err(|e| PullError::Registry {
+                registry: registry.clone(),
+                message: format!("reading {digest}: {e}"),
+            })
         })))
     }
 }

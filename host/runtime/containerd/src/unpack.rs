@@ -56,6 +56,8 @@ impl Containerd {
             layers.iter().zip(diff_ids).zip(chain_ids).enumerate()
         {
             if self.snapshot_exists(chain_id).await? {
+                let kind = format!("snapshots/{}", self.snapshotter);
+                self.lease_resource(lease, chain_id, &kind).await?;
                 unpacked(i, true);
                 chain_id.clone_into(&mut parent);
                 continue;

@@ -293,3 +293,25 @@ async fn a_two_layer_image_unpacks_to_its_chain_id() {
     ]);
     assert_eq!(out, "second layer\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pulls_of_one_image_at_once_both_succeed() {
+    let rig = Rig::start();
+    let registry = Registry::start();
+    let work = TempDir::new("pull");
+    let layout = busybox(&work);
+    registry.push(&layout, "busybox");
+    let reference = registry.reference("busybox", "v1");
+    let containerd = connect(&rig).await;
+    let auth = credentials(&registry);
+    let (a, b) = tokio::join!(
+        containerd.pull(&reference, Some(&auth), |_| {}),
+        containerd.pull(&reference, Some(&auth), |_| {}),
+    );
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(a.chain_id, layout.chain_id());
+    assert_eq!(b.chain_id, layout.chain_id());
+    assert!(snapshots(&rig).contains(&layout.chain_id()));
+    assert!(!snapshots(&rig).contains("extract-"), "{}", snapshots(&rig));
+    assert!(rig.ctr_ok(&["leases", "ls", "-q"]).trim().is_empty());
+}
