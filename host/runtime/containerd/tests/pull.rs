@@ -315,3 +315,93 @@ async fn two_pulls_of_one_image_at_once_both_succeed() {
     assert!(!snapshots(&rig).contains("extract-"), "{}", snapshots(&rig));
     assert!(rig.ctr_ok(&["leases", "ls", "-q"]).trim().is_empty());
 }
+
+/// Turns `layout` into a two-platform image: an OCI index with `layout`'s manifest for this
+/// machine's architecture and `other`'s (its blobs copied in) for s390x, tagged as `layout`'s
+/// tag. Returns the index's digest.
+fn make_index(layout: &OciLayout, other: &OciLayout) -> String {
+    for blob in [&other.manifest, &other.config]
+        .into_iter()
+        .chain(&other.layers)
+    {
+        std::fs::copy(other.blob(&blob.digest), layout.blob(&blob.digest)).expect("copy blob");
+    }
+    let entry = |d: &images::Descriptor, arch: &str| {
+        serde_json::json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size,
+                           "platform": {"os": "linux", "architecture": arch}})
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": images::media_type::INDEX,
+        "manifests": [entry(&other.manifest, "s390x"), entry(&layout.manifest, images::oci_arch())],
+    });
+    let bytes = serde_json::to_vec(&index).expect("index json");
+    let digest = format!("sha256:{}", images::sha256_bytes(&bytes));
+    std::fs::write(layout.blob(&digest), &bytes).expect("index blob");
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": images::media_type::INDEX, "digest": digest, "size": bytes.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": layout.tag}}],
+    });
+    std::fs::write(
+        layout.dir.join("index.json"),
+        serde_json::to_vec(&top).expect("json"),
+    )
+    .expect("index.json");
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_followed_to_this_machines_platform() {
+    let rig = Rig::start();
+    let registry = Registry::start();
+    let work = TempDir::new("pull");
+    let layout = busybox(&work);
+    let other = images::busybox_image(
+        &ImageConfig::cmd(&["echo", "other platform"]),
+        Compression::None,
+        &work.join("other"),
+        "v1",
+    );
+    let index_digest = make_index(&layout, &other);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("{}:{}", registry.username(), registry.password()),
+            &layout.skopeo_ref(),
+            &format!("docker://{}", registry.reference("multi", "v1")),
+        ])
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containerd = connect(&rig).await;
+    let reference = registry.reference("multi", "v1");
+    let pulled = containerd
+        .pull(&reference, Some(&credentials(&registry)), |_| {})
+        .await
+        .expect("pull of an index");
+    assert_eq!(pulled.index_digest.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(pulled.manifest_digest, layout.manifest.digest);
+    assert_eq!(pulled.chain_id, layout.chain_id());
+    assert!(snapshots(&rig).contains(&layout.chain_id()));
+    // (Both platforms' images are busybox: the same diff_id, hence one snapshot.)
+    assert_eq!(pulled.config.run.cmd, ["echo \"$GREETING\""]);
+    // Pinned to the index's digest: the same.
+    let pinned = format!("{}/multi@{index_digest}", registry.host());
+    let again = containerd
+        .pull(&pinned, Some(&credentials(&registry)), |_| {})
+        .await
+        .expect("pull of an index by digest");
+    assert_eq!(again.manifest_digest, layout.manifest.digest);
+    assert_eq!(again.downloaded, 0);
+}
