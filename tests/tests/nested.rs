@@ -89,6 +89,14 @@ fn a_leaf_device_behind_a_child_gets_twin_patches_messages_and_methods_from_the_
         |r| agent_reported(r, "child")["lastDesiredStatus"]["code"] == 200,
     );
 
+    // A device registered at both: the root keeps it to itself (403 to the child's requests for
+    // it), and the child's link goes on serving everyone else.
+    add_identity(&root, "device", "taken");
+    add_identity(&child, "device", "taken");
+    child.wait_until("the root's refusal", Duration::from_secs(30), |c| {
+        c.log().contains("the parent refused a twin request")
+    });
+
     // The leaf device is the child's: registered there, connected there.
     let leaf = add_identity(&child, "device", "leaf");
     let ca = child.dir().join("leaf-ca.pem");

@@ -133,7 +133,9 @@ impl Downstream {
         twin_id(client, self.broker.hub.device_id())
     }
 
-    /// Handle a `$edgehub/…` PUBLISH from the child; `Err` refuses it.
+    /// Handle a `$edgehub/…` PUBLISH from the child; `Err` refuses a malformed topic (which
+    /// ends the connection). A request for a client the child may not act for is answered with
+    /// 403 instead: one misconfigured client must not cut off the others behind the child.
     pub(crate) fn on_publish(
         &mut self,
         topic: &str,
@@ -141,16 +143,32 @@ impl Downstream {
         out: &mut BytesMut,
     ) -> Result<(), String> {
         let request = scoped::parse_request(topic).map_err(|e| format!("{topic}: {e}"))?;
-        match request {
-            ScopedRequest::TwinGet { client, request_id } => {
-                let client = self.admit(client)?;
+        let (client, request_id) = match request {
+            ScopedRequest::TwinGet { client, request_id }
+            | ScopedRequest::TwinReported { client, request_id } => (client, request_id),
+            ScopedRequest::MethodResponse {
+                request_id, status, ..
+            } => {
+                if let Some(call) = self.calls.remove(request_id) {
+                    let payload = String::from_utf8_lossy(payload).into_owned();
+                    call.respond(MethodResponse { status, payload });
+                }
+                return Ok(());
+            }
+        };
+        let (client, answer) = match self.admit(client) {
+            Err(why) => {
+                warn!(child = %self.child, "twin request refused: {why}");
+                (client.to_identity(), (403, why))
+            }
+            Ok(client) if matches!(request, ScopedRequest::TwinGet { .. }) => {
                 let docs = self.broker.twins.docs(&self.twin(&client));
                 let body = serde_json::json!({"desired": docs.desired, "reported": docs.reported});
                 scoped::twin_response_topic(&mut self.topic, &client, 200, request_id, None);
                 publish(out, &self.topic, body.to_string().as_bytes());
+                return Ok(());
             }
-            ScopedRequest::TwinReported { client, request_id } => {
-                let client = self.admit(client)?;
+            Ok(client) => {
                 let patched = match serde_json::from_slice::<Value>(payload) {
                     Ok(Value::Object(patch)) => self
                         .broker
@@ -165,30 +183,19 @@ impl Downstream {
                         let v = i64::try_from(v).ok();
                         scoped::twin_response_topic(&mut self.topic, &client, 204, request_id, v);
                         publish(out, &self.topic, b"");
+                        return Ok(());
                     }
                     Err(e) => {
                         warn!(child = %self.child, %client, "reported patch refused: {e}");
-                        scoped::twin_response_topic(
-                            &mut self.topic,
-                            &client,
-                            400,
-                            request_id,
-                            None,
-                        );
-                        let body = serde_json::json!({ "message": e }).to_string();
-                        publish(out, &self.topic, body.as_bytes());
+                        (client, (400, e))
                     }
                 }
             }
-            ScopedRequest::MethodResponse {
-                request_id, status, ..
-            } => {
-                if let Some(call) = self.calls.remove(request_id) {
-                    let payload = String::from_utf8_lossy(payload).into_owned();
-                    call.respond(MethodResponse { status, payload });
-                }
-            }
-        }
+        };
+        let (status, message) = answer;
+        scoped::twin_response_topic(&mut self.topic, &client, status, request_id, None);
+        let body = serde_json::json!({ "message": message }).to_string();
+        publish(out, &self.topic, body.as_bytes());
         Ok(())
     }
 
