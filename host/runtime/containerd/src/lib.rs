@@ -44,14 +44,21 @@
 //! Modules: [`error`] (errors), [`image`] (manifest, index and config parsing, chain IDs),
 //! [`registry`] (the registry client, credentials), `client` (the connection and the
 //! requests' headers), `content` (the content store), `unpack` (snapshots), `pull` (the pull,
-//! [`Containerd::image`], [`Containerd::remove_image`]).
+//! [`Containerd::image`], [`Containerd::remove_image`]), and for running containers:
+//! `runtime` ([`ContainerRuntime`], the `docker` [`verge_runtime::ModuleRuntime`]: pull policy,
+//! start, stop, cleanup), [`spec`] (the OCI runtime spec from the image config), `container`
+//! (the Containers / Tasks / Snapshots calls), `stdio` (the FIFOs into the module's log).
 
 mod client;
+mod container;
 mod content;
 pub mod error;
 pub mod image;
 mod pull;
 pub mod registry;
+mod runtime;
+pub mod spec;
+mod stdio;
 mod unpack;
 
 pub use client::{Containerd, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER};
@@ -59,3 +66,6 @@ pub use error::{Error, PullError};
 pub use image::{ImageConfig, RunConfig};
 pub use pull::{Progress, PulledImage};
 pub use registry::Credentials;
+pub use runtime::{
+    ContainerOptions, ContainerRuntime, LABEL_GENERATION, LABEL_IMAGE, LABEL_MODULE, PullPolicy,
+};

@@ -1,0 +1,328 @@
+//! Container modules' lifecycle against the real rig: a private containerd 1.6 with runc and a
+//! private registry (htpasswd), busybox images built by the kit. Each test has its own
+//! containerd, registry and namespace (runc's state and cgroups are global per namespace and
+//! container id). Needs root and `tests/setup --containers`; fails, rather than skips, without
+//! them. `--nocapture` shows the times.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use verge_hub::{Hub, HubOptions, Identity, QueueLimits};
+use verge_runtime::{
+    Exit, ModuleContext, ModuleHandle, ModuleLog, ModuleRuntime, ModuleSpec, RuntimeError, Stream,
+};
+use verge_runtime_containerd::{
+    ContainerOptions, ContainerRuntime, Containerd, Credentials, PullPolicy,
+};
+use verge_tests::containerd::Containerd as Rig;
+use verge_tests::images::{self, Compression, ImageConfig, TempDir};
+use verge_tests::registry::Registry;
+use verge_twin::TwinStore;
+
+const DEVICE: &str = "dev1";
+
+/// A rig, a registry, and a runtime on them.
+struct Setup {
+    rig: Rig,
+    registry: Registry,
+    runtime: ContainerRuntime,
+    work: TempDir,
+    hub: Arc<Hub>,
+    twins: Arc<TwinStore>,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let rig = Rig::start();
+        let registry = Registry::start();
+        let work = TempDir::new("lifecycle");
+        let containerd = Containerd::connect(rig.socket(), rig.namespace())
+            .await
+            .expect("connect to the rig's containerd")
+            .with_snapshotter(rig.snapshotter());
+        let runtime = ContainerRuntime::new(
+            containerd,
+            ContainerOptions {
+                fifo_dir: work.join("fifo"),
+                runc_root: Some(rig.runc_root()),
+                ..ContainerOptions::default()
+            },
+        );
+        runtime.set_credentials(vec![Credentials {
+            address: registry.host(),
+            username: registry.username().to_owned(),
+            password: registry.password().to_owned(),
+        }]);
+        let hub = Hub::new(HubOptions {
+            device_id: DEVICE.into(),
+            queue_limits: QueueLimits::default(),
+            resident_per_queue: usize::MAX,
+        });
+        Self {
+            rig,
+            registry,
+            runtime,
+            work,
+            hub,
+            twins: Arc::new(TwinStore::new()),
+        }
+    }
+
+    /// Builds a busybox image with `config`, pushes it as `name:v1`; its reference.
+    fn image(&self, name: &str, config: &ImageConfig) -> String {
+        let layout = images::busybox_image(config, Compression::Gzip, &self.work.join(name), "v1");
+        self.registry.push(&layout, name);
+        self.registry.reference(name, "v1")
+    }
+
+    fn spec(name: &str, image: &str, env: &[(&str, &str)]) -> ModuleSpec {
+        ModuleSpec {
+            name: name.into(),
+            kind: "docker".into(),
+            image: image.into(),
+            version: "1".into(),
+            create_options: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    /// Prepares and starts `spec`; its handle, log, and how long start took.
+    async fn start(&self, spec: &ModuleSpec) -> (ModuleHandle, ModuleLog, Duration) {
+        self.runtime.prepare(spec).await.expect("prepare");
+        let log = ModuleLog::new(1 << 20);
+        let context = ModuleContext {
+            identity: Identity::module(DEVICE, &spec.name),
+            generation_id: "gen1".into(),
+            iothub_hostname: "hub.example".into(),
+            gateway_hostname: "edge.example".into(),
+            hub: Arc::clone(&self.hub),
+            twins: Arc::clone(&self.twins),
+            log: log.clone(),
+        };
+        let begun = Instant::now();
+        let handle = self.runtime.start(spec, context).await.expect("start");
+        (handle, log, begun.elapsed())
+    }
+
+    /// Asserts that no container, task, active snapshot or lease is left.
+    fn assert_clean(&self) {
+        let containers = self.rig.ctr_ok(&["containers", "ls", "-q"]);
+        assert!(containers.trim().is_empty(), "containers: {containers}");
+        let tasks = self.rig.ctr_ok(&["tasks", "ls", "-q"]);
+        assert!(tasks.trim().is_empty(), "tasks: {tasks}");
+        let snapshots =
+            self.rig
+                .ctr_ok(&["snapshots", "--snapshotter", self.rig.snapshotter(), "ls"]);
+        assert!(
+            !snapshots.contains("Active"),
+            "an active snapshot is left: {snapshots}"
+        );
+        let leases = self.rig.ctr_ok(&["leases", "ls", "-q"]);
+        assert!(leases.trim().is_empty(), "leases: {leases}");
+        let fifos: Vec<_> = std::fs::read_dir(self.work.join("fifo"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(fifos.is_empty(), "FIFOs left: {fifos:?}");
+    }
+}
+
+fn lines(log: &ModuleLog, stream: Stream) -> Vec<String> {
+    log.tail(None)
+        .into_iter()
+        .filter(|l| l.stream == stream)
+        .map(|l| l.text)
+        .collect()
+}
+
+async fn exited_within(handle: &mut ModuleHandle, limit: Duration) -> Exit {
+    tokio::time::timeout(limit, handle.exited())
+        .await
+        .expect("the container exits in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_code_stdout_and_stderr_reach_the_agent_and_nothing_is_left() {
+    let setup = Setup::new().await;
+    let image = setup.image(
+        "exit3",
+        &ImageConfig::cmd(&["sh", "-c", "echo hello; echo oops >&2; exit 3"]),
+    );
+    let spec = Setup::spec("exiter", &image, &[]);
+    let prepared = setup.runtime.prepare(&spec).await.expect("prepare pulls");
+    assert!(
+        prepared
+            .image_hash
+            .as_deref()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    let (mut handle, log, start) = setup.start(&spec).await;
+    let begun = Instant::now();
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    eprintln!(
+        "start (create → running) {start:?}; exit reported {:?} later",
+        begun.elapsed()
+    );
+    assert_eq!(exit.code, 3, "{exit:?}");
+    assert!(exit.description.contains("code 3"), "{exit:?}");
+    assert_eq!(
+        lines(&log, Stream::Stdout),
+        ["hello"],
+        "{:?}",
+        log.tail(None)
+    );
+    assert_eq!(
+        lines(&log, Stream::Stderr),
+        ["oops"],
+        "{:?}",
+        log.tail(None)
+    );
+    setup.assert_clean();
+
+    // The image stays; a second start runs again.
+    let (mut handle, log, start) = setup.start(&spec).await;
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    eprintln!("second start {start:?}");
+    assert_eq!(exit.code, 3);
+    assert_eq!(lines(&log, Stream::Stdout), ["hello"]);
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modules_environment_and_the_images_user_reach_the_process() {
+    let setup = Setup::new().await;
+    let config = ImageConfig {
+        entrypoint: vec!["sh".into(), "-c".into()],
+        cmd: vec!["echo \"$GREETING $IMAGE_VAR $IOTEDGE_MODULEID\"; id -u; id -g; pwd".into()],
+        env: vec!["IMAGE_VAR=fromimage".into(), "GREETING=overridden".into()],
+        working_dir: "/tmp".into(),
+        user: "1000:1001".into(),
+        ..ImageConfig::default()
+    };
+    let image = setup.image("envy", &config);
+    let spec = Setup::spec("envy", &image, &[("GREETING", "hi there")]);
+    let (mut handle, log, _) = setup.start(&spec).await;
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 0, "{exit:?} {:?}", log.tail(None));
+    assert_eq!(
+        lines(&log, Stream::Stdout),
+        ["hi there fromimage envy", "1000", "1001", "/tmp"],
+        "{:?}",
+        log.tail(None)
+    );
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let setup = Setup::new().await;
+    // A process that handles SIGTERM ends at once (and what it prints then is logged).
+    let handles = setup.image(
+        "handles",
+        &ImageConfig::cmd(&[
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 0' TERM; echo ready; sleep 1000 & wait",
+        ]),
+    );
+    // One that ignores it is killed after the grace period.
+    let ignores = setup.image(
+        "ignores",
+        &ImageConfig::cmd(&["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"]),
+    );
+    // A plain `sleep` as the container's pid 1: the kernel drops signals pid 1 has no handler
+    // for, so SIGTERM does nothing and SIGKILL ends it.
+    let sleeps = setup.image("sleeps", &ImageConfig::cmd(&["sleep", "1000"]));
+    let grace = Duration::from_secs(2);
+
+    let mut started = Vec::new();
+    for (name, image) in [
+        ("handles", &handles),
+        ("ignores", &ignores),
+        ("sleeps", &sleeps),
+    ] {
+        let (handle, log, start) = setup.start(&Setup::spec(name, image, &[])).await;
+        eprintln!("{name}: start {start:?}");
+        started.push((name, handle, log));
+    }
+    // Wait until the shells are past their trap.
+    for (name, _, log) in &started[..2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lines(log, Stream::Stdout).contains(&"ready".to_owned()) {
+            assert!(Instant::now() < deadline, "{name} never said ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (name, mut handle, log) in started {
+        let begun = Instant::now();
+        let exit = tokio::time::timeout(Duration::from_secs(15), handle.stop(grace))
+            .await
+            .expect("stopped in time");
+        let took = begun.elapsed();
+        eprintln!("{name}: stop took {took:?}: {}", exit.description);
+        match name {
+            "handles" => {
+                assert_eq!(exit.code, 0, "{exit:?}");
+                assert!(took < Duration::from_millis(1500), "{took:?}");
+                assert!(
+                    lines(&log, Stream::Stdout).contains(&"got TERM".to_owned()),
+                    "{:?}",
+                    log.tail(None)
+                );
+            }
+            _ => {
+                assert_eq!(exit.code, 137, "{exit:?}");
+                assert!(exit.description.contains("SIGKILL"), "{exit:?}");
+                assert!(took >= grace, "{took:?}");
+                assert!(took < grace + Duration::from_secs(3), "{took:?}");
+            }
+        }
+    }
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_policy_never_and_create_options_are_refused_clearly() {
+    let setup = Setup::new().await;
+    let image = setup.image("present", &ImageConfig::cmd(&["true"]));
+    let absent = setup.registry.reference("absent", "v1");
+    setup.runtime.set_pull_policy("strict", PullPolicy::Never);
+    let error = setup
+        .runtime
+        .prepare(&Setup::spec("strict", &absent, &[]))
+        .await
+        .expect_err("an absent image with policy never");
+    let RuntimeError::NotFound(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains(&absent) && message.contains("never"),
+        "{message}"
+    );
+    // Nothing was pulled.
+    assert!(!setup.rig.ctr_ok(&["images", "ls", "-q"]).contains(&absent));
+
+    // Once the image is there (pulled for another module), `never` accepts it.
+    setup
+        .runtime
+        .prepare(&Setup::spec("other", &image, &[]))
+        .await
+        .expect("on-create pulls");
+    setup
+        .runtime
+        .prepare(&Setup::spec("strict", &image, &[]))
+        .await
+        .expect("present image with policy never");
+
+    let mut spec = Setup::spec("opts", &image, &[]);
+    spec.create_options = Some(serde_json::json!({"HostConfig": {"Privileged": true}}));
+    let error = setup.runtime.prepare(&spec).await.expect_err("refused");
+    assert!(
+        matches!(&error, RuntimeError::Invalid(m) if m.contains("HostConfig")),
+        "{error:?}"
+    );
+    setup.assert_clean();
+}
