@@ -326,3 +326,75 @@ async fn pull_policy_never_and_create_options_are_refused_clearly() {
     );
     setup.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_name_is_resolved_from_the_images_passwd_in_an_upper_layer() {
+    let setup = Setup::new().await;
+    let base = TempDir::new("base");
+    images::busybox_rootfs(base.path());
+    // The second layer replaces /etc/passwd and /etc/group.
+    let top = TempDir::new("top");
+    std::fs::create_dir_all(top.join("etc")).expect("etc");
+    std::fs::write(
+        top.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345::/tmp:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        top.join("etc/group"),
+        "root:x:0:\napp:x:2345:\nextra:x:3456:app\n",
+    )
+    .expect("group");
+    let config = ImageConfig {
+        cmd: vec!["sh".into(), "-c".into(), "id -u; id -g; id -G".into()],
+        user: "app".into(),
+        ..ImageConfig::default()
+    };
+    let layout = images::build_image(
+        &[base.path(), top.path()],
+        &config,
+        Compression::Gzip,
+        &setup.work.join("named"),
+        "v1",
+    );
+    setup.registry.push(&layout, "named");
+    let image = setup.registry.reference("named", "v1");
+    let (mut handle, log, _) = setup.start(&Setup::spec("named", &image, &[])).await;
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 0, "{exit:?} {:?}", log.tail(None));
+    assert_eq!(
+        lines(&log, Stream::Stdout),
+        ["1234", "2345", "2345 3456"],
+        "{:?}",
+        log.tail(None)
+    );
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_leaves_nothing_behind() {
+    let setup = Setup::new().await;
+    let image = setup.image("broken", &ImageConfig::cmd(&["/no/such/binary"]));
+    let spec = Setup::spec("broken", &image, &[]);
+    setup.runtime.prepare(&spec).await.expect("prepare");
+    let context = ModuleContext {
+        identity: Identity::module(DEVICE, "broken"),
+        generation_id: "gen1".into(),
+        iothub_hostname: "hub.example".into(),
+        gateway_hostname: "edge.example".into(),
+        hub: Arc::clone(&setup.hub),
+        twins: Arc::clone(&setup.twins),
+        log: ModuleLog::new(1 << 20),
+    };
+    let error = setup
+        .runtime
+        .start(&spec, context)
+        .await
+        .expect_err("no such binary");
+    eprintln!("start error: {error}");
+    assert!(
+        error.to_string().contains("/no/such/binary"),
+        "the error names the binary: {error}"
+    );
+    setup.assert_clean();
+}
