@@ -1,5 +1,6 @@
 //! Verge's containerd client: pulls OCI images from a registry into a containerd 1.6 and
-//! unpacks them to committed snapshots, the first part of container modules.
+//! unpacks them to committed snapshots, and runs container modules ([`ContainerRuntime`], the
+//! `docker` module runtime: see `runtime.rs` for its lifecycle and traps).
 //!
 //! ```ignore
 //! let containerd = Containerd::connect("/run/containerd/containerd.sock", "verge").await?;
@@ -7,6 +8,13 @@
 //! // image.chain_id names the unpacked snapshot; image.config.run has Entrypoint, Cmd, Env…
 //! assert!(containerd.image("127.0.0.1:5000/busybox:v1").await?.is_some());
 //! containerd.remove_image("127.0.0.1:5000/busybox:v1").await?;
+//!
+//! let runtime = ContainerRuntime::new(containerd, ContainerOptions::default());
+//! runtime.set_credentials(registry_credentials);          // the deployment's
+//! runtime.set_pull_policy("tempSensor", PullPolicy::Never); // per module; on-create otherwise
+//! runtime.prepare(&spec).await?;                           // pulls if absent
+//! let mut handle = runtime.start(&spec, context).await?;   // runs; stdout/stderr → context.log
+//! let exit = handle.stop(Duration::from_secs(10)).await;   // SIGTERM, SIGKILL after 10 s
 //! ```
 //!
 //! containerd 1.6 (Debian bookworm) has no Transfer service, so the pull is done here, as the Go
