@@ -398,3 +398,38 @@ async fn a_start_that_fails_leaves_nothing_behind() {
     );
     setup.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_share_the_hosts_network() {
+    let setup = Setup::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    let image = setup.image(
+        "net",
+        &ImageConfig::cmd(&[
+            "sh",
+            "-c",
+            &format!("echo ping | nc 127.0.0.1 {port}; test -s /etc/resolv.conf && echo dns"),
+        ]),
+    );
+    let (mut handle, log, _) = setup.start(&Setup::spec("net", &image, &[])).await;
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("the container connects to the host's loopback")
+        .expect("accept");
+    let mut received = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut socket, &mut received)
+        .await
+        .expect("read");
+    assert_eq!(received, "ping\n");
+    // busybox nc waits for the other side to close.
+    drop(socket);
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 0, "{exit:?} {:?}", log.tail(None));
+    if std::path::Path::new("/etc/resolv.conf").is_file() {
+        assert_eq!(lines(&log, Stream::Stdout), ["dns"], "{:?}", log.tail(None));
+    }
+    setup.assert_clean();
+}
