@@ -304,20 +304,28 @@ fn a_child_proves_itself_to_its_root_with_a_client_certificate() {
     let dir = root.dir().to_owned();
     let (cert, key) = certs::self_signed(&dir, "xchild");
     let print = certs::thumbprint(&dir, &cert);
-    root.cli_ok(&[
-        "identity",
-        "add",
-        "edge-device",
-        "xchild",
-        "--thumbprint",
-        &print,
-    ]);
+    // The parent prints the connection string of a device proved by its certificate.
+    let cs = root
+        .cli_ok(&[
+            "identity",
+            "add",
+            "edge-device",
+            "xchild",
+            "--thumbprint",
+            &print,
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        cs,
+        format!("HostName={ip};DeviceId=xchild;x509=true;GatewayHostName={ip}")
+    );
     let ca = dir.join("xchild-parent-ca.pem");
     std::fs::write(&ca, root.cli_ok(&["trust-bundle"])).unwrap();
     let config = |cert: &str, key: &str| {
         format!(
             "device_id = \"xchild\"\n[mqtt]\ntls_port = 0\nhttps_port = 0\n[metrics]\nport = 0\n\
-             [upstream]\nconnection_string = \"HostName={ip};DeviceId=xchild;x509=true\"\n\
+             [upstream]\nconnection_string = \"{cs}\"\n\
              trust_bundle = \"{}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
              [agent]\ncool_off_time_unit_secs = 1\n",
             ca.display(),

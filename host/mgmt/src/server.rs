@@ -563,7 +563,10 @@ fn add_identity(services: &Services, body: serde_json::Value) -> Answer {
             StatusCode::CREATED,
             &AddedIdentity {
                 identity: identity_info(&record),
-                connection_string: credentials.as_ref().map(|c| c.primary.expose().to_owned()),
+                connection_string: credentials
+                    .as_ref()
+                    .map(|c| c.primary.expose().to_owned())
+                    .or_else(|| x509_connection_string(services, &request.kind, &request.id)),
                 secondary_connection_string: credentials
                     .as_ref()
                     .map(|c| c.secondary.expose().to_owned()),
@@ -575,6 +578,24 @@ fn add_identity(services: &Services, body: serde_json::Value) -> Answer {
         ) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+/// What a child edge device proved by a certificate puts in its `[upstream] connection_string`
+/// (IoT Hub's form for X.509 devices): no key, `x509=true`.
+fn x509_connection_string(services: &Services, kind: &str, id: &str) -> Option<String> {
+    if kind != "edge-device" {
+        return None;
+    }
+    let registry = &services.identities;
+    let mut cs = format!(
+        "HostName={};DeviceId={id};x509=true",
+        registry.hub_host_name()
+    );
+    if let Some(gateway) = registry.gateway_host_name() {
+        cs.push_str(";GatewayHostName=");
+        cs.push_str(gateway);
+    }
+    Some(cs)
 }
 
 fn remove_identity(services: &Services, identity: &Identity) -> Answer {

@@ -325,10 +325,17 @@ pub async fn identity_add(client: &Client, request: &NewIdentity) -> anyhow::Res
             if let Some(secondary) = secondary {
                 eprintln!("secondary: {secondary}");
             }
-            eprintln!(
-                "{} registered; this is the only time its keys are shown",
-                added.identity.id
-            );
+            if primary.contains("SharedAccessKey=") {
+                eprintln!(
+                    "{} registered; this is the only time its keys are shown",
+                    added.identity.id
+                );
+            } else {
+                eprintln!(
+                    "{} registered ({}); give it this connection string with its certificate",
+                    added.identity.id, added.identity.auth
+                );
+            }
         }
         (None, _) => out(&format!(
             "{} registered ({})",
