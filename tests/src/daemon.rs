@@ -221,13 +221,29 @@ impl Daemon {
 
     /// Write `manifest` into the test directory as `name` and deploy it; the command's output.
     pub fn deploy(&self, name: &str, manifest: &Value) -> Output {
+        let path = self.write_manifest(name, manifest);
+        self.cli(&["deploy", path.to_str().expect("utf-8 path")])
+    }
+
+    /// The same for a device below this one (`verge deploy FILE --device DEVICE`: its twins).
+    pub fn deploy_to(&self, device: &str, name: &str, manifest: &Value) -> Output {
+        let path = self.write_manifest(name, manifest);
+        self.cli(&[
+            "deploy",
+            path.to_str().expect("utf-8 path"),
+            "--device",
+            device,
+        ])
+    }
+
+    fn write_manifest(&self, name: &str, manifest: &Value) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::write(
             &path,
             serde_json::to_vec_pretty(manifest).expect("manifest"),
         )
         .expect("write manifest");
-        self.cli(&["deploy", path.to_str().expect("utf-8 path")])
+        path
     }
 
     /// Stop with SIGTERM and wait; the exit status.

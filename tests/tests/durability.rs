@@ -698,15 +698,7 @@ fn a_full_store_refuses_a_publisher_without_puback_and_keeps_what_it_accepted() 
 
 #[test]
 fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
-    let ip = mqtt::loopback_ip();
-    let plain = mqtt::free_port();
-    let mut root = Daemon::start("root", &mqtt::config(&ip, plain), None);
-    deploy_routes(
-        &root,
-        json!({}),
-        json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
-    );
-    let ext = Ext::register(&root, &ip, plain);
+    let (mut root, ext) = root_for_child("root");
     let child = Daemon::start("child", &child_config(&root, "child"), None);
     let total = 400u64;
     let manifest = deployment(
@@ -797,23 +789,27 @@ fn a_child_forwards_upstream_to_its_root_in_order_across_a_root_outage() {
 
 /// `verge deploy FILE --device CHILD` on `root`.
 fn deploy_to(root: &Daemon, child: &str, name: &str, manifest: &Value) {
-    let path = root.dir().join(format!("{name}.json"));
-    std::fs::write(&path, manifest.to_string()).unwrap();
-    let out = root.cli(&["deploy", path.to_str().unwrap(), "--device", child]);
+    let out = root.deploy_to(child, &format!("{name}.json"), manifest);
     assert!(out.status.success(), "{}", mqtt::output_text(&out));
 }
 
-#[test]
-fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
+/// A root whose route hands everything from device `child` to the external module `ext`.
+fn root_for_child(tag: &str) -> (Daemon, Ext) {
     let ip = mqtt::loopback_ip();
     let plain = mqtt::free_port();
-    let mut root = Daemon::start("twin-root", &mqtt::config(&ip, plain), None);
+    let root = Daemon::start(tag, &mqtt::config(&ip, plain), None);
     deploy_routes(
         &root,
         json!({}),
         json!({ "fromChild": "FROM /messages/* WHERE $connectionDeviceId = 'child' INTO BrokeredEndpoint(\"/modules/ext/inputs/in\")" }),
     );
     let ext = Ext::register(&root, &ip, plain);
+    (root, ext)
+}
+
+#[test]
+fn a_root_deploys_to_its_child_through_twins_and_the_child_reports_back() {
+    let (mut root, ext) = root_for_child("twin-root");
     // The child starts with nothing deployed: everything comes from the root.
     let mut child = Daemon::start("twin-child", &child_config(&root, "child"), None);
     let misbehave = guest("misbehave");

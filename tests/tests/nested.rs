@@ -31,11 +31,9 @@ fn nested_config(parent: &Daemon, name: &str, ip: &str) -> String {
 /// `verge deploy FILE --device DEVICE` on `root`, retried while `root` does not know the device
 /// yet (a grandchild becomes known when its parent first acts for it).
 fn deploy_to(root: &Daemon, device: &str, name: &str, manifest: &Value) {
-    let path = root.dir().join(format!("{name}.json"));
-    std::fs::write(&path, manifest.to_string()).unwrap();
     let started = Instant::now();
     loop {
-        let out = root.cli(&["deploy", path.to_str().unwrap(), "--device", device]);
+        let out = root.deploy_to(device, &format!("{name}.json"), manifest);
         if out.status.success() {
             return;
         }
