@@ -276,6 +276,12 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
+    /// Whether `identity` is registered (without copying its record: a parent asks for every
+    /// message a child forwards for a device behind it).
+    pub fn contains(&self, identity: &Identity) -> bool {
+        self.lock().contains_key(&identity.to_string())
+    }
+
     /// The record of `identity`.
     pub fn get(&self, identity: &Identity) -> Option<Record> {
         self.lock().get(&identity.to_string()).cloned()

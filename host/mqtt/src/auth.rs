@@ -160,7 +160,7 @@ impl Authenticator for RegistryAuthenticator {
     }
 
     fn is_registered_device(&self, device_id: &str) -> bool {
-        self.registry.get(&Identity::device(device_id)).is_some()
+        self.registry.contains(&Identity::device(device_id))
     }
 
     fn downstream_clients(&self) -> Vec<(Identity, bool)> {
