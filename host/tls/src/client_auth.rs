@@ -361,7 +361,7 @@ pub fn self_signed_client_cert(common_name: &str) -> Result<IssuedCert, TlsError
     })
 }
 
-fn software_key() -> Result<rcgen::KeyPair, TlsError> {
+pub(crate) fn software_key() -> Result<rcgen::KeyPair, TlsError> {
     rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| TlsError::Generate(e.to_string()))
 }

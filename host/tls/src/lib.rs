@@ -26,7 +26,10 @@ pub use client_auth::{
 };
 pub use error::TlsError;
 pub use files::{certs_from_pem, private_key_from_pem};
-pub use server::{ServerCert, ServerCertConfig, ServerCertResolver, server_config};
+pub use server::{
+    ServerCert, ServerCertConfig, ServerCertResolver, issue_server_cert_with_software_key,
+    server_config,
+};
 pub use signer::StoreSigningKey;
 
 /// The crypto provider every config in this crate uses: rustls' `ring` provider.

@@ -89,6 +89,63 @@ impl ServerCertConfig {
     }
 }
 
+/// The parameters of a server certificate (EKU serverAuth) for `cn` and the SANs `names`
+/// (IP addresses or DNS names), valid from `now` (backdated) to `not_after`.
+fn server_params(
+    cn: &str,
+    names: &[String],
+    now: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.subject_alt_names = names
+        .iter()
+        .map(|name| match name.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => name
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e| TlsError::Config(format!("host name {name:?}: {e}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = not_after.into();
+    Ok(params)
+}
+
+/// Issues a server certificate from the edge CA for a new P-256 key generated in software, for
+/// a module that serves TLS itself (the workload API's `certificate/server`): CN `hostnames[0]`,
+/// the SANs `hostnames` (plus `localhost` and `127.0.0.1`), valid until `not_after` (at most
+/// the CA's expiry). Returns both as PEM; the certificate PEM is followed by the edge CA's.
+pub fn issue_server_cert_with_software_key(
+    ca: &EdgeCa,
+    hostnames: &[String],
+    not_after: SystemTime,
+) -> Result<crate::IssuedCert, TlsError> {
+    let now = SystemTime::now();
+    if not_after <= now {
+        return Err(TlsError::Config(
+            "the requested expiration is in the past".to_owned(),
+        ));
+    }
+    let config = ServerCertConfig::new(hostnames.to_vec());
+    let (cn, names) = config.names()?;
+    let params = server_params(&cn, &names, now, not_after.min(ca.not_after()))?;
+    let key = crate::client_auth::software_key()?;
+    let cert = ca.issue(params, &key)?;
+    Ok(crate::IssuedCert {
+        cert_pem: format!("{}{}", cert.pem(), ca.certificate_pem()),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// The hub's server certificate, its chain and its key in the store.
 #[derive(Debug, Clone)]
 pub struct ServerCert {
@@ -171,26 +228,7 @@ impl ServerCert {
         now: SystemTime,
         origin: crate::CertOrigin,
     ) -> Result<Self, TlsError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.subject_alt_names = names
-            .iter()
-            .map(|name| match name.parse::<IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => name
-                    .as_str()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|e| TlsError::Config(format!("host name {name:?}: {e}"))),
-            })
-            .collect::<Result<_, _>>()?;
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + validity).into();
+        let params = server_params(cn, names, now, now + validity)?;
         let cert = ca.issue(params, &key)?;
         let pem = cert.pem();
         let der = cert.der().clone();

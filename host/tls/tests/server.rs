@@ -299,3 +299,49 @@ async fn python_ssl_refuses_another_ca() {
     let err = result.unwrap_err();
     assert!(err.contains("CERTIFICATE_VERIFY_FAILED"), "{err}");
 }
+
+#[test]
+fn a_module_server_certificate_has_its_own_key_and_the_requested_names() {
+    let s = setup();
+    let expiration = SystemTime::now() + 7 * DAY;
+    let issued = verge_tls::issue_server_cert_with_software_key(
+        &s.ca,
+        &["myserver".into(), "filter".into()],
+        expiration,
+    )
+    .unwrap();
+    let chain = verge_tls::certs_from_pem(&issued.cert_pem).unwrap();
+    assert_eq!(chain.len(), 2, "the certificate, then the edge CA");
+    assert_eq!(chain[1].as_ref(), s.ca.certificate_der().as_ref());
+    let (_, x509) = X509Certificate::from_der(chain[0].as_ref()).unwrap();
+    let eku = x509.extended_key_usage().unwrap().unwrap();
+    assert!(eku.value.server_auth);
+    let (_, ca) = X509Certificate::from_der(s.ca.certificate_der().as_ref()).unwrap();
+    x509.verify_signature(Some(ca.public_key())).unwrap();
+    let cn = x509.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), "myserver");
+    let sans = x509.subject_alternative_name().unwrap().unwrap().value;
+    let text = format!("{:?}", sans.general_names);
+    assert!(
+        text.contains("myserver") && text.contains("filter"),
+        "{text}"
+    );
+    let not_after = x509.validity().not_after.timestamp();
+    let wanted = expiration
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((not_after - wanted).abs() <= 1, "{not_after} vs {wanted}");
+    // The private key is the certificate's, and not in the store.
+    verge_tls::private_key_from_pem(&issued.key_pem).unwrap();
+    assert!(!s.store.exists("myserver").unwrap());
+    // An expiration in the past is refused.
+    assert!(
+        verge_tls::issue_server_cert_with_software_key(
+            &s.ca,
+            &["x".into()],
+            SystemTime::now() - DAY
+        )
+        .is_err()
+    );
+}

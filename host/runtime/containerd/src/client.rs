@@ -56,6 +56,50 @@ impl Containerd {
         })
     }
 
+    /// A connection to containerd's gRPC socket made when first used (and made again after
+    /// containerd restarts), so a daemon can start before containerd, or without it: calls fail
+    /// with [`Error::Connect`]-like `Unavailable` errors until it is there.
+    pub fn lazy(socket: impl AsRef<Path>, namespace: &str) -> Result<Self, Error> {
+        let socket = socket.as_ref().to_path_buf();
+        let header: MetadataValue<tonic::metadata::Ascii> = namespace
+            .parse()
+            .ok()
+            .filter(|_| !namespace.is_empty())
+            .ok_or_else(|| Error::Namespace(namespace.to_owned()))?;
+        let path = socket.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://[::]")
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }));
+        Ok(Self {
+            channel,
+            socket,
+            namespace: header,
+            namespace_name: namespace.to_owned(),
+            snapshotter: DEFAULT_SNAPSHOTTER.to_owned(),
+            plain_http: Vec::new(),
+        })
+    }
+
+    /// Whether containerd answers (its `Version` service), and its version.
+    pub async fn version(&self) -> Result<String, Error> {
+        let response = containerd_client::services::v1::version_client::VersionClient::new(
+            self.channel.clone(),
+        )
+        .version(())
+        .await
+        .map_err(|status| Error::Connect {
+            socket: self.socket.display().to_string(),
+            message: status.message().to_owned(),
+        })?;
+        Ok(response.into_inner().version)
+    }
+
     /// Uses `snapshotter` (`overlayfs` by default; `native` where overlay cannot mount).
     pub fn with_snapshotter(mut self, snapshotter: &str) -> Self {
         snapshotter.clone_into(&mut self.snapshotter);
