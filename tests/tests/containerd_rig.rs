@@ -349,3 +349,123 @@ fn dropping_the_rig_stops_its_containers_even_after_containerd_died() {
     );
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
+
+/// What the Python image runs by default: the imports an Azure IoT Edge Python module needs,
+/// then the SDK's version. azure-iot-device 2.14 has no `__version__`: its version (the one in
+/// its user agent) is `azure.iot.device.constant.VERSION`.
+const PYTHON_IMPORTS: &str = "import azure.iot.device, requests_unixsocket, ssl; \
+     from azure.iot.device.constant import VERSION; print(VERSION)";
+
+/// The Python image (the venv's interpreter and packages, built locally, cached under
+/// `target/verge-images/`) runs the SDK in the rig. Also needs `tests/setup --clients`.
+#[test]
+fn a_python_image_with_the_azure_iot_sdk_runs_in_containerd() {
+    // The version the image must report: the venv's own.
+    let host = images::python_host();
+    let venv_python = host.venv.join("bin/python");
+    let out = std::process::Command::new(&venv_python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('azure-iot-device'))",
+        ])
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "python image from {} ({}), site-packages at {}",
+        host.interpreter.display(),
+        host.version_short,
+        host.image_site_packages
+    );
+
+    let containerd = Containerd::start();
+    let registry = Registry::start();
+    let work = TempDir::new("rig");
+    let config = ImageConfig::cmd(&["python3", "-c", PYTHON_IMPORTS]);
+    // The first call in a run builds the layers unless an earlier run cached them.
+    let begun = Instant::now();
+    let image = images::python_image(&config, Compression::Gzip, &work.join("python"), "3");
+    eprintln!(
+        "python image (built or cached) in {:?}: layers {:?} bytes",
+        begun.elapsed(),
+        image.layers.iter().map(|l| l.size).collect::<Vec<_>>()
+    );
+    let begun = Instant::now();
+    let again = images::python_image(&config, Compression::Gzip, &work.join("again"), "3");
+    eprintln!("python image from the cache in {:?}", begun.elapsed());
+    assert_eq!(again.manifest, image.manifest);
+    assert_eq!(image.layers.len(), 2);
+
+    let begun = Instant::now();
+    assert_eq!(registry.push(&image, "python"), image.manifest.digest);
+    eprintln!("pushed it in {:?}", begun.elapsed());
+
+    let reference = registry.reference("python", "3");
+    let user = format!("{}:{}", registry.username(), registry.password());
+    let snapshotter = containerd.snapshotter().to_owned();
+    let begun = Instant::now();
+    containerd.ctr_ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        &user,
+        "--snapshotter",
+        &snapshotter,
+        &reference,
+    ]);
+    eprintln!("ctr pulled and unpacked it in {:?}", begun.elapsed());
+
+    let runc_root = containerd.runc_root().display().to_string();
+    let run = |id: &str, args: &[&str]| {
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--snapshotter",
+            &snapshotter,
+            "--runc-root",
+            &runc_root,
+            &reference,
+            id,
+        ];
+        all.extend_from_slice(args);
+        let begun = Instant::now();
+        let out = containerd.ctr_ok(&all);
+        eprintln!("ctr run --rm {id} took {:?}", begun.elapsed());
+        out
+    };
+    // The image's Cmd: the SDK, requests-unixsocket (the workload API) and ssl import.
+    assert_eq!(run("python-imports", &[]), expected);
+    // busybox's shell below, the interpreter found on PATH, its prefix found from its place.
+    assert_eq!(
+        run(
+            "python-prefix",
+            &[
+                "sh",
+                "-c",
+                "python -c 'import sys; print(sys.prefix, sys.executable)'"
+            ]
+        ),
+        "/usr/local /usr/local/bin/python\n"
+    );
+    // A TLS context, the module client class, and daemon threads still running at exit: they
+    // call pthread_exit when they meet the interpreter's shutdown, for which glibc dlopens
+    // libgcc_s.so.1 (without it: "libgcc_s.so.1 must be installed for pthread_exit to work",
+    // abort, status 134, in about half the runs).
+    let script = "import ssl, threading, time\n\
+                  from azure.iot.device import IoTHubModuleClient\n\
+                  ssl.create_default_context()\n\
+                  def spin():\n    while True: time.sleep(0.0001)\n\
+                  for _ in range(4): threading.Thread(target=spin, daemon=True).start()\n\
+                  time.sleep(0.05)\n\
+                  print(IoTHubModuleClient.create_from_edge_environment.__name__)";
+    assert_eq!(
+        run("python-client", &["python3", "-c", script]),
+        "create_from_edge_environment\n"
+    );
+}
