@@ -268,6 +268,20 @@ impl Containerd {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
+    /// A `verge` daemon's `[containerd]` section for this rig (its socket, namespace,
+    /// snapshotter and runc root), with the daemon's FIFOs and workload sockets in `run_dir`.
+    pub fn daemon_config(&self, run_dir: &Path) -> String {
+        format!(
+            "[containerd]\nsocket = \"{}\"\nnamespace = \"{}\"\nsnapshotter = \"{}\"\n\
+             runc_root = \"{}\"\nrun_dir = \"{}\"\n",
+            self.socket().display(),
+            self.namespace(),
+            self.snapshotter(),
+            self.runc_root().display(),
+            run_dir.display(),
+        )
+    }
+
     /// `ctr --address SOCK --namespace NS` with NS = [`Containerd::namespace`]; add the
     /// subcommand and its arguments.
     pub fn ctr(&self) -> Command {

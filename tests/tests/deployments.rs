@@ -193,8 +193,10 @@ fn bad_deployments_are_refused_and_the_running_one_is_untouched() {
 }
 
 #[test]
-fn a_container_module_is_listed_as_not_runnable() {
-    let daemon = Daemon::start("docker", TEST_CONFIG, None);
+fn a_container_module_without_containerd_fails_with_the_reason() {
+    // A socket nothing listens on, whatever this machine runs.
+    let config = format!("{TEST_CONFIG}[containerd]\nsocket = \"/nonexistent/containerd.sock\"\n");
+    let daemon = Daemon::start("docker", &config, None);
     let mut manifest = base();
     manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["box"] = json!({
         "version": "1.0", "type": "docker", "status": "running", "restartPolicy": "always",
@@ -209,7 +211,7 @@ fn a_container_module_is_listed_as_not_runnable() {
         boxed["description"]
             .as_str()
             .unwrap()
-            .contains("container runtime"),
+            .contains("cannot reach containerd at /nonexistent/containerd.sock"),
         "{boxed}"
     );
     // Its neighbours run.

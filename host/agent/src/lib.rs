@@ -32,9 +32,14 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use verge_hub::{Hub, Identity};
-use verge_manifest::{AgentConfig, EDGE_AGENT_TWIN, ModuleChange, ModuleConfig, StatusCode};
+use verge_manifest::{
+    AgentConfig, EDGE_AGENT_TWIN, ImagePullPolicy, ModuleChange, ModuleConfig, StatusCode,
+};
 use verge_restart::{RestartPolicyManager, StateChangeAction};
-use verge_runtime::{Exit, ModuleContext, ModuleLog, ModuleRuntime, ModuleSpec, Stream};
+use verge_runtime::{
+    Exit, ModuleContext, ModuleLog, ModuleRuntime, ModuleSpec, PullPolicy, RegistryCredentials,
+    Stream,
+};
 use verge_twin::TwinStore;
 
 pub use module::human;
@@ -259,7 +264,9 @@ pub fn spawn(
     }
 }
 
-fn to_spec(name: &str, config: &ModuleConfig) -> ModuleSpec {
+/// What a runtime gets of module `name`: its definition and the deployment's registry
+/// credentials.
+fn to_spec(name: &str, config: &ModuleConfig, deployment: &AgentConfig) -> ModuleSpec {
     ModuleSpec {
         name: name.to_owned(),
         kind: config.module_type.as_str().to_owned(),
@@ -267,6 +274,21 @@ fn to_spec(name: &str, config: &ModuleConfig) -> ModuleSpec {
         version: config.version.clone(),
         create_options: config.create_options().cloned().map(Value::Object),
         env: config.env.clone(),
+        pull_policy: match config.image_pull_policy {
+            ImagePullPolicy::OnCreate => PullPolicy::OnCreate,
+            ImagePullPolicy::Never => PullPolicy::Never,
+        },
+        registry_credentials: deployment
+            .runtime
+            .settings
+            .registry_credentials
+            .values()
+            .map(|c| RegistryCredentials {
+                address: c.address.clone(),
+                username: c.username.clone(),
+                password: c.password.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -296,8 +318,8 @@ fn manager_for(config: &AgentConfig, base: &RestartPolicyManager) -> RestartPoli
 impl Ctx {
     fn unsupported(kind: &str) -> String {
         match kind {
-            "docker" => "type docker: container modules need a container runtime, which is not \
-                         configured in this build"
+            "docker" => "type docker: container modules need containerd, which this daemon could \
+                         not set up (see [containerd] in its configuration and its log)"
                 .into(),
             other => format!("no runtime for modules of type {other:?}"),
         }
@@ -470,7 +492,7 @@ impl Agent {
         order.sort_by_key(|(name, c)| (c.startup_order, (*name).clone()));
         let mut errors = Vec::new();
         for (name, desired) in order {
-            if let Err(e) = self.reconcile_module(name, desired).await {
+            if let Err(e) = self.reconcile_module(name, desired, &config).await {
                 errors.push(format!("{name}: {e}"));
             }
         }
@@ -478,13 +500,29 @@ impl Agent {
     }
 
     /// Bring one module in line with `desired`; an error is a failure to apply its definition.
-    async fn reconcile_module(&mut self, name: &str, desired: &ModuleConfig) -> Result<(), String> {
-        let change = self
-            .modules
-            .get(name)
-            .map(|m| desired.change_from(&m.config));
+    async fn reconcile_module(
+        &mut self,
+        name: &str,
+        desired: &ModuleConfig,
+        deployment: &AgentConfig,
+    ) -> Result<(), String> {
+        let change = self.modules.get(name).map(|m| {
+            let change = desired.change_from(&m.config);
+            // A module that could not be prepared is tried again when what it is prepared with
+            // changes, even if its definition does not (new registry credentials).
+            if matches!(m.life, Life::Blocked(_))
+                && change != ModuleChange::Definition
+                && m.spec != to_spec(name, desired, deployment)
+            {
+                ModuleChange::Definition
+            } else {
+                change
+            }
+        });
         match change {
-            None | Some(ModuleChange::Definition) => self.replace(name, desired).await?,
+            None | Some(ModuleChange::Definition) => {
+                self.replace(name, desired, deployment).await?;
+            }
             Some(ModuleChange::Policy | ModuleChange::DesiredStatus) => {
                 if let Some(m) = self.modules.get_mut(name) {
                     let started_again = m.config.status == verge_manifest::DesiredStatus::Stopped
@@ -531,17 +569,23 @@ impl Agent {
     }
 
     /// Prepare `desired` and put it in place of the module's current definition.
-    async fn replace(&mut self, name: &str, desired: &ModuleConfig) -> Result<(), String> {
-        let spec = to_spec(name, desired);
+    async fn replace(
+        &mut self,
+        name: &str,
+        desired: &ModuleConfig,
+        deployment: &AgentConfig,
+    ) -> Result<(), String> {
+        let spec = to_spec(name, desired, deployment);
         if let Some(m) = self.modules.get(name) {
-            // This exact definition already failed to prepare: do not try again every tick.
+            // This exact definition (with the same registry credentials) already failed to
+            // prepare: do not try again every tick.
             if let Some((failed, why)) = &m.failed_update
-                && failed == desired
+                && *failed == spec
             {
                 return Err(why.clone());
             }
             if let Life::Blocked(why) = &m.life
-                && m.config == *desired
+                && m.spec == spec
             {
                 return Err(why.clone());
             }
@@ -559,7 +603,7 @@ impl Agent {
                 );
                 match self.modules.get_mut(name) {
                     Some(m) if m.handle().is_some() => {
-                        m.failed_update = Some((desired.clone(), why.clone()));
+                        m.failed_update = Some((spec.clone(), why.clone()));
                     }
                     _ => {
                         if let Some(mut old) = self.modules.remove(name) {

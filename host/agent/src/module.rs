@@ -41,7 +41,7 @@ pub struct Module {
     pub exit_code: i64,
     pub log: ModuleLog,
     /// A newer definition that failed to prepare while this one kept running, and why.
-    pub failed_update: Option<(ModuleConfig, String)>,
+    pub failed_update: Option<(ModuleSpec, String)>,
 }
 
 impl Module {

@@ -572,6 +572,7 @@ impl WasmRig {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            ..ModuleSpec::default()
         };
         self.runtime
             .prepare(&spec)

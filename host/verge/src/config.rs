@@ -46,6 +46,15 @@
 //! pkcs11_library = "/usr/lib/softhsm/libsofthsm2.so"
 //! pkcs11_uri = "pkcs11:token=verge?pin-value=1234"   # or pin-source=file:/path, slot-id=N
 //!
+//! [containerd]                          # container modules (`"type": "docker"`)
+//! socket = "/run/containerd/containerd.sock"  # connected when first needed; absent: wasm only
+//! namespace = "verge"                   # one per daemon on a host (runc's state and cgroups)
+//! snapshotter = "overlayfs"
+//! run_dir = "/run/verge"                # stdio FIFOs, the modules' workload API sockets
+//!                                       # (default: data_dir/run)
+//! runc_root = "/run/containerd/runc"    # runc's state (the shim's default when absent)
+//! plain_http = ["registry.local:5000"]  # registries over plain HTTP (loopback ones always are)
+//!
 //! [agent]
 //! max_restart_count = 20                # also MaxRestartCount in edgeAgent's env
 //! cool_off_time_unit_secs = 10          # also CoolOffTimeUnitInSeconds
@@ -92,6 +101,40 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// The parent, if any.
     pub upstream: Option<UpstreamSection>,
+    /// Container modules.
+    pub containerd: ContainerdSection,
+}
+
+/// `[containerd]`: how container modules (`type docker`) are run.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerdSection {
+    /// containerd's gRPC socket.
+    pub socket: PathBuf,
+    /// The containerd namespace of this daemon's images and containers.
+    pub namespace: String,
+    /// The snapshotter images are unpacked with.
+    pub snapshotter: String,
+    /// Runtime files: the containers' stdio FIFOs and the modules' workload API sockets (a
+    /// Unix socket path must stay under 108 bytes: keep it short). Default `data_dir/run`.
+    pub run_dir: Option<PathBuf>,
+    /// runc's state directory (runc options `root`); absent: the shim's default.
+    pub runc_root: Option<PathBuf>,
+    /// Registries (`host[:port]`) reached over plain HTTP, besides loopback ones.
+    pub plain_http: Vec<String>,
+}
+
+impl Default for ContainerdSection {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            namespace: "verge".into(),
+            snapshotter: "overlayfs".into(),
+            run_dir: None,
+            runc_root: None,
+            plain_http: Vec::new(),
+        }
+    }
 }
 
 /// `[upstream]`: the parent this edge device forwards `$upstream` to.
@@ -278,6 +321,7 @@ impl Default for Config {
             keys: KeysSection::default(),
             metrics: MetricsSection::default(),
             upstream: None,
+            containerd: ContainerdSection::default(),
         }
     }
 }
@@ -340,6 +384,14 @@ impl Config {
         self.iothub_hostname.as_deref().unwrap_or(&self.hostname)
     }
 
+    /// `[containerd] run_dir`, by default `run` in the data directory.
+    pub fn run_dir(&self, data_dir: &Path) -> PathBuf {
+        self.containerd
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("run"))
+    }
+
     /// The store's file and options.
     pub fn store_options(&self, data_dir: &Path) -> (PathBuf, verge_store::StoreOptions) {
         let s = &self.store;
@@ -351,7 +403,9 @@ impl Config {
         (data_dir.join(&s.path), options)
     }
 
-    /// The wasm runtime's options, caching compiled components under `data_dir`.
+    /// The wasm runtime's options, caching compiled components under `data_dir`, and
+    /// components named by OCI references in `data_dir/cache/oci` (fetched over plain HTTP from
+    /// loopback registries and `[containerd] plain_http`).
     pub fn wasm_options(&self, data_dir: &Path) -> verge_runtime_wasm::WasmOptions {
         let mut o = verge_runtime_wasm::WasmOptions::new(data_dir.join("cache").join("wasm"));
         let w = &self.wasm;
@@ -365,6 +419,10 @@ impl Config {
         if let Ok(exe) = std::env::current_exe() {
             o.compiler = verge_runtime_wasm::Compiler::Subprocess(exe);
         }
+        o.fetcher = Some(std::sync::Arc::new(crate::oci::OciFetcher::new(
+            data_dir.join("cache").join("oci"),
+            self.containerd.plain_http.clone(),
+        )));
         o
     }
 

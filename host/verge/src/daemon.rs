@@ -111,7 +111,12 @@ pub async fn run(
     let wasm =
         WasmRuntime::new(config.wasm_options(&data_dir)).context("starting the wasm runtime")?;
     tracing::info!(pooling = wasm.pooling(), "wasm runtime ready");
-    let runtimes: Vec<Arc<dyn ModuleRuntime>> = vec![Arc::new(wasm)];
+    let security = crate::security::start(&config, &data_dir, &hub, &twins).await?;
+    let mut runtimes: Vec<Arc<dyn ModuleRuntime>> = vec![Arc::new(wasm)];
+    match crate::containers::start(&config, &data_dir, &security, &twins) {
+        Ok(containers) => runtimes.push(Arc::new(containers)),
+        Err(e) => tracing::warn!("container modules are not available: {e:#}"),
+    }
     let agent = verge_agent::spawn(
         config.agent_options()?,
         runtimes,
@@ -122,8 +127,6 @@ pub async fn run(
         Arc::clone(&hub),
         Arc::clone(&twins),
     ));
-
-    let security = crate::security::start(&config, &data_dir, &hub, &twins).await?;
 
     tokio::spawn(crate::identities::follow(
         Arc::clone(&security.registry),

@@ -20,13 +20,18 @@ pub async fn follow(registry: Arc<Registry>, twins: Arc<TwinStore>) {
     }
 }
 
-/// Make the identities match the modules `desired` names.
-fn reconcile(registry: &Registry, desired: &Value) {
-    let wanted: BTreeSet<&str> = desired
+/// The modules the `$edgeAgent` desired properties `desired` name (none if they do not parse).
+pub fn deployed_modules(desired: &Value) -> BTreeSet<String> {
+    desired
         .get("modules")
         .and_then(Value::as_object)
-        .map(|m| m.keys().map(String::as_str).collect())
-        .unwrap_or_default();
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Make the identities match the modules `desired` names.
+fn reconcile(registry: &Registry, desired: &Value) {
+    let wanted = deployed_modules(desired);
     for module in &wanted {
         if let Err(e) = registry.ensure_module(module) {
             tracing::warn!(module, "cannot create the module's identity: {e}");

@@ -2,7 +2,7 @@
 //!
 //! The commands talk to a running daemon over the management socket in its data directory
 //! (`--data-dir`, `VERGE_DATA_DIR`, the configuration's `data_dir`, or `./.verge`), except
-//! `verge route test`, which needs no daemon.
+//! `verge route test` and `verge push`, which need no daemon.
 //!
 //! Exit codes: 0 success; 1 the operation failed (a refused or failed deployment, a method that
 //! got no answer, a monitor that timed out before `--count` messages); 2 bad usage or input that
@@ -10,8 +10,10 @@
 
 mod cli;
 mod config;
+mod containers;
 mod daemon;
 mod identities;
+mod oci;
 mod security;
 mod twins;
 
@@ -141,6 +143,27 @@ enum Command {
     TrustBundle,
     /// Print the hub's and the MQTT front's counters (JSON).
     Stats,
+    /// Publish a wasm component to an OCI registry as a CNCF wasm OCI artifact (no daemon
+    /// needed); prints REFERENCE@DIGEST, which a wasm module's `settings.image` may name.
+    Push {
+        /// The component (a WebAssembly component, e.g. built for wasm32-wasip2).
+        file: PathBuf,
+        /// Where: `registry/repository[:tag]` (`latest` without a tag).
+        reference: String,
+        /// The registry user.
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, requires = "username", conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password (other users may see it in the process list: prefer --password-stdin).
+        #[arg(long, requires = "username")]
+        password: Option<String>,
+        /// Reach the registry over plain HTTP (loopback registries, and the configuration's
+        /// `[containerd] plain_http`, always are).
+        #[arg(long)]
+        plain_http: bool,
+    },
     /// Compile a component for the daemon's engine (the daemon runs this in a child process).
     #[command(hide = true)]
     CompileComponent {
@@ -370,6 +393,28 @@ fn main() -> ExitCode {
             },
             Command::TrustBundle => cli::trust_bundle(&client()).await,
             Command::Stats => cli::stats(&client()).await,
+            Command::Push {
+                file,
+                reference,
+                username,
+                password_stdin,
+                password,
+                plain_http,
+            } => {
+                let auth = oci::PushAuth {
+                    username,
+                    password,
+                    password_stdin,
+                };
+                oci::push(
+                    &file,
+                    &reference,
+                    auth,
+                    plain_http,
+                    &config.containerd.plain_http,
+                )
+                .await
+            }
             Command::Route { .. } | Command::CompileComponent { .. } => Ok(ExitCode::from(2)),
         }
     });

@@ -22,6 +22,8 @@ pub struct Security {
     pub registry: Arc<Registry>,
     /// The edge CA certificate, PEM.
     pub trust_bundle: Arc<str>,
+    /// The edge CA (the workload API issues module server certificates from it).
+    pub ca: EdgeCa,
     /// The MQTT front.
     pub broker: Arc<Broker>,
 }
@@ -153,6 +155,7 @@ pub async fn start(
     Ok(Security {
         registry,
         trust_bundle: ca.trust_bundle_pem().into(),
+        ca,
         broker,
     })
 }

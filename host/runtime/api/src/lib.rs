@@ -41,6 +41,57 @@ pub struct ModuleSpec {
     pub create_options: Option<serde_json::Value>,
     /// `env` from the manifest.
     pub env: BTreeMap<String, String>,
+    /// `imagePullPolicy`.
+    pub pull_policy: PullPolicy,
+    /// The deployment's `registryCredentials` (every entry: the runtime picks the one whose
+    /// address is the image's registry).
+    pub registry_credentials: Vec<RegistryCredentials>,
+}
+
+/// `imagePullPolicy`: whether a runtime may fetch a module's image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// `on-create`: fetch the image when it is not present.
+    #[default]
+    OnCreate,
+    /// `never`: the image must be present.
+    Never,
+}
+
+/// Credentials for one registry, as in the deployment manifest's
+/// `$edgeAgent.properties.desired.runtime.settings.registryCredentials.<name>`. `Debug` hides
+/// the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// `address`: the registry's `host[:port]` (a scheme and a trailing `/` are tolerated).
+    pub address: String,
+    /// `username`.
+    pub username: String,
+    /// `password`.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryCredentials {
+    /// The entry of `all` for registry `host` (`host[:port]`, compared case-insensitively).
+    pub fn for_registry<'a>(all: &'a [Self], host: &str) -> Option<&'a Self> {
+        all.iter().find(|c| {
+            let address = c
+                .address
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            address.eq_ignore_ascii_case(host)
+        })
+    }
 }
 
 /// Everything a running module is connected to.

@@ -13,11 +13,12 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
+    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::types::Mount;
+use containerd_client::types::v1::Status;
 use prost_types::Any;
 
 use crate::client::{Containerd, Lease};
@@ -197,6 +198,49 @@ impl Containerd {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::NotFound => Ok(()),
             Err(status) => Err(Error::call("Tasks.Delete", status)),
+        }
+    }
+
+    /// `Containers.List` of the containers whose label `label` is `value`: their ids and
+    /// labels.
+    pub(crate) async fn containers_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
+        // containerd's filter syntax: a quoted value may hold anything but `"` and `\`.
+        let value = value.replace(['"', '\\'], "");
+        let response = self
+            .containers()
+            .list(self.request(ListContainersRequest {
+                filters: vec![format!("labels.\"{label}\"==\"{value}\"")],
+            }))
+            .await
+            .map_err(|s| Error::call("Containers.List", s))?;
+        Ok(response
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| (c.id, c.labels))
+            .collect())
+    }
+
+    /// Whether the container's task is running (`Tasks.Get`); `false` when it has none.
+    pub(crate) async fn task_running(&self, id: &str) -> Result<bool, Error> {
+        match self
+            .tasks()
+            .get(self.request(GetRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(response) => Ok(response
+                .into_inner()
+                .process
+                .is_some_and(|p| p.status == Status::Running as i32)),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(Error::call("Tasks.Get", status)),
         }
     }
 

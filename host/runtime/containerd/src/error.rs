@@ -55,6 +55,16 @@ impl Error {
         }
     }
 
+    /// What containerd (or the connection) said, without the call's name.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Connect { message, .. }
+            | Self::Call { message, .. }
+            | Self::Protocol { message, .. } => message,
+            Self::Namespace(namespace) => namespace,
+        }
+    }
+
     /// Whether containerd said the thing does not exist.
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(tonic::Code::NotFound)
@@ -98,6 +108,15 @@ pub enum PullError {
     Image {
         /// The reference.
         reference: String,
+        /// Why.
+        message: String,
+    },
+    /// The local cache of fetched wasm components (`artifact.rs`) could not be read or
+    /// written.
+    #[error("component cache {path}: {message}")]
+    Cache {
+        /// The file or directory.
+        path: String,
         /// Why.
         message: String,
     },

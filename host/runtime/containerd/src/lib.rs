@@ -10,8 +10,7 @@
 //! containerd.remove_image("127.0.0.1:5000/busybox:v1").await?;
 //!
 //! let runtime = ContainerRuntime::new(containerd, ContainerOptions::default());
-//! runtime.set_credentials(registry_credentials);          // the deployment's
-//! runtime.set_pull_policy("tempSensor", PullPolicy::Never); // per module; on-create otherwise
+//! // spec.pull_policy and spec.registry_credentials come from the deployment
 //! runtime.prepare(&spec).await?;                           // pulls if absent
 //! let mut handle = runtime.start(&spec, context).await?;   // runs; stdout/stderr → context.log
 //! let exit = handle.stop(Duration::from_secs(10)).await;   // SIGTERM, SIGKILL after 10 s
@@ -54,12 +53,16 @@
 //! requests' headers), `content` (the content store), `unpack` (snapshots), `pull` (the pull,
 //! [`Containerd::image`], [`Containerd::remove_image`]), and for running containers:
 //! `runtime` ([`ContainerRuntime`], the `docker` [`verge_runtime::ModuleRuntime`]: pull policy,
-//! start, stop, cleanup), [`spec`] (the OCI runtime spec from the image config), `container`
+//! start, stop, cleanup), [`spec`] (the OCI runtime spec from the image config),
+//! [`create_options`] (a module's Docker `createOptions` into that spec: what is honoured, what
+//! is refused by name), `container`
 //! (the Containers / Tasks / Snapshots calls), `stdio` (the FIFOs into the module's log).
 
+pub mod artifact;
 mod client;
 mod container;
 mod content;
+pub mod create_options;
 pub mod error;
 pub mod image;
 mod pull;
@@ -68,12 +71,17 @@ mod runtime;
 pub mod spec;
 mod stdio;
 mod unpack;
+pub mod workload;
 
+pub use artifact::{FetchedComponent, PushError, cached_wasm, fetch_wasm, push_wasm};
 pub use client::{Containerd, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER};
+pub use create_options::{CreateOptions, CreateOptionsError};
 pub use error::{Error, PullError};
 pub use image::{ImageConfig, RunConfig};
 pub use pull::{Progress, PulledImage};
-pub use registry::Credentials;
+pub use registry::{Credentials, credentials_for};
 pub use runtime::{
-    ContainerOptions, ContainerRuntime, LABEL_GENERATION, LABEL_IMAGE, LABEL_MODULE, PullPolicy,
+    ContainerOptions, ContainerRuntime, LABEL_GENERATION, LABEL_IMAGE, LABEL_MODULE,
 };
+pub use verge_runtime::PullPolicy;
+pub use workload::{WorkloadMount, WorkloadSockets};

@@ -13,42 +13,14 @@ use oci_client::{Client, Reference};
 use crate::error::PullError;
 use crate::image::{self, Descriptor, media_type};
 
-/// Credentials for one registry, as in the deployment manifest's
-/// `$edgeAgent.properties.desired.runtime.settings.registryCredentials.<name>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// `address`: the registry's `host[:port]`.
-    pub address: String,
-    /// `username`.
-    pub username: String,
-    /// `password`.
-    pub password: String,
-}
+/// Credentials for one registry (the deployment's `registryCredentials`).
+pub use verge_runtime::RegistryCredentials as Credentials;
 
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    /// The entry of `all` whose `address` is the registry of `reference` (the host part, before
-    /// the first `/`, compared case-insensitively), if any.
-    pub fn for_reference<'a>(all: &'a [Credentials], reference: &str) -> Option<&'a Credentials> {
-        let registry = reference.parse::<Reference>().ok()?;
-        let host = registry.registry();
-        all.iter().find(|c| {
-            let address = c
-                .address
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches('/');
-            address.eq_ignore_ascii_case(host)
-        })
-    }
+/// The entry of `all` whose `address` is the registry of `reference` (the host part, before
+/// the first `/`, compared case-insensitively), if any.
+pub fn credentials_for<'a>(all: &'a [Credentials], reference: &str) -> Option<&'a Credentials> {
+    let registry = reference.parse::<Reference>().ok()?;
+    Credentials::for_registry(all, registry.registry())
 }
 
 /// Installs ring as rustls's process-wide crypto provider, if none is (oci-client is built
@@ -164,7 +136,13 @@ impl Registry {
                 format!("{url}: {}", envelope_text(&envelope))
             }
             OciDistributionError::ServerError { code, url, message } => {
-                format!("{code} from {url}: {}", message.trim())
+                // A push's errors come this way, with the registry's envelope as the body.
+                match serde_json::from_str::<oci_client::errors::OciEnvelope>(&message) {
+                    Ok(envelope) if !envelope.errors.is_empty() => {
+                        format!("{code} from {url}: {}", envelope_text(&envelope))
+                    }
+                    _ => format!("{code} from {url}: {}", message.trim()),
+                }
             }
             OciDistributionError::DigestError(e) => format!("digest: {e}"),
             other => other.to_string(),
@@ -229,7 +207,12 @@ impl Registry {
         }
     }
 
-    async fn raw_manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String), PullError> {
+    /// The manifest (or index) `reference` names, as raw bytes with their digest, checked
+    /// against the reference's digest when it is pinned. Nothing is followed or parsed.
+    pub(crate) async fn raw_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Vec<u8>, String), PullError> {
         let (bytes, _) = match self
             .client
             .pull_manifest_raw(reference, &self.auth, media_type::ACCEPTED)
@@ -278,6 +261,50 @@ impl Registry {
                 message: format!("reading {digest}: {e}"),
             })
         })))
+    }
+}
+
+/// The push side, for `verge push` (see `artifact.rs`).
+impl Registry {
+    /// Uploads blob `data`, whose digest is `digest`, to `reference`'s repository.
+    pub(crate) async fn push_blob(
+        &self,
+        reference: &Reference,
+        data: bytes::Bytes,
+        digest: &str,
+    ) -> Result<(), PullError> {
+        self.client
+            .store_auth_if_needed(&self.host, &self.auth)
+            .await;
+        match self.client.push_blob(reference, data, digest).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(e).await),
+        }
+    }
+
+    /// Puts manifest `bytes` of `media_type` under `reference` (its tag, or its digest).
+    pub(crate) async fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), PullError> {
+        let content_type =
+            reqwest::header::HeaderValue::from_str(media_type).map_err(|e| PullError::Image {
+                reference: reference.whole(),
+                message: format!("media type {media_type:?}: {e}"),
+            })?;
+        self.client
+            .store_auth_if_needed(&self.host, &self.auth)
+            .await;
+        match self
+            .client
+            .push_manifest_raw(reference, bytes, content_type)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(e).await),
+        }
     }
 }
 
@@ -352,12 +379,12 @@ mod tests {
             Credentials {
                 address: "https://127.0.0.1:5000/".into(),
                 username: "b".into(),
-                password: "y".into(),
+                password: "s3cret".into(),
             },
         ];
-        let found = Credentials::for_reference(&all, "127.0.0.1:5000/busybox:v1");
+        let found = credentials_for(&all, "127.0.0.1:5000/busybox:v1");
         assert_eq!(found.map(|c| c.username.as_str()), Some("b"));
-        assert!(Credentials::for_reference(&all, "docker.io/library/busybox").is_none());
-        assert!(!format!("{:?}", all[1]).contains('y'));
+        assert!(credentials_for(&all, "docker.io/library/busybox").is_none());
+        assert!(!format!("{:?}", all[1]).contains("s3cret"));
     }
 }

@@ -2,10 +2,11 @@
 //! containers by containerd (runc v2 shim).
 //!
 //! - **prepare**: the image (`settings.image`) is looked up ([`Containerd::image`]) and, when
-//!   absent, pulled with the registry's credentials (set by [`ContainerRuntime::set_credentials`]
-//!   from the deployment's `registryCredentials`), as the module's [`PullPolicy`] says
-//!   (`on-create`: pull if absent; `never`: absent is an error). `createOptions` are not
-//!   supported yet: any key is refused, by name.
+//!   absent, pulled with the registry's credentials (the deployment's `registryCredentials` in
+//!   [`ModuleSpec::registry_credentials`], else those of [`ContainerRuntime::set_credentials`]),
+//!   as the module's [`PullPolicy`] says (`on-create`: pull if absent; `never`: absent is an
+//!   error). `createOptions` are parsed ([`crate::create_options`]): what Verge cannot honour
+//!   is refused, by key, before anything runs.
 //! - **start**: a lease (so nothing is collected mid-way), `Snapshots.Prepare` of the rootfs
 //!   (key = the container id) on the image's chain ID, the runtime spec ([`crate::spec`]),
 //!   `Containers.Create` (labels `verge.module`, `verge.image`, `verge.generation`), the stdio
@@ -49,22 +50,25 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use containerd_client::tonic;
 use containerd_client::types::Mount;
 use verge_runtime::{
     BoxFuture, Exit, ModuleContext, ModuleControl, ModuleHandle, ModuleLog, ModuleRuntime,
-    ModuleSpec, Prepared, RuntimeError, Stream,
+    ModuleSpec, Prepared, PullPolicy, RuntimeError, Stream,
 };
 
 use crate::client::{Containerd, Lease};
 use crate::container::NewContainer;
+use crate::create_options::{self, CreateOptions};
 use crate::error::{Error, PullError};
 use crate::pull::{Progress, PulledImage};
-use crate::registry::Credentials;
+use crate::registry::{Credentials, credentials_for};
 use crate::spec::{self, SpecInput};
 use crate::stdio::Stdio;
+use crate::workload::{WorkloadMount, WorkloadSockets, module_of_cgroup};
 
 /// Module label: the module's name.
 pub const LABEL_MODULE: &str = "verge.module";
@@ -72,6 +76,10 @@ pub const LABEL_MODULE: &str = "verge.module";
 pub const LABEL_IMAGE: &str = "verge.image";
 /// Module label: the module's generation id.
 pub const LABEL_GENERATION: &str = "verge.generation";
+/// Module label: a digest of the definition the container was made from (image, createOptions,
+/// env, version), so that a restarted daemon adopts a running container only for the same
+/// definition.
+pub const LABEL_DEFINITION: &str = "verge.definition";
 
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
@@ -79,16 +87,6 @@ const SIGKILL: u32 = 9;
 /// How often, and how many times, a failed `Tasks.Wait` (containerd restarting) is retried.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
 const WAIT_RETRIES: u32 = 60;
-
-/// `imagePullPolicy`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// `on-create`: pull the image when it is not present.
-    #[default]
-    OnCreate,
-    /// `never`: the image must be present.
-    Never,
-}
 
 /// How the container runtime is set up.
 #[derive(Clone, Debug)]
@@ -103,6 +101,10 @@ pub struct ContainerOptions {
     /// host's resolver configuration): `/etc/resolv.conf` and `/etc/hosts` by default, each
     /// only if it exists.
     pub host_files: Vec<PathBuf>,
+    /// The workload API: each container gets its module's socket directory mounted and the
+    /// variables that point its SDK there. `None`: no workload API (the module must bring its
+    /// own credentials).
+    pub workload: Option<Arc<dyn WorkloadSockets>>,
 }
 
 impl Default for ContainerOptions {
@@ -111,6 +113,7 @@ impl Default for ContainerOptions {
             fifo_dir: PathBuf::from("/run/verge/fifo"),
             runc_root: None,
             host_files: vec!["/etc/resolv.conf".into(), "/etc/hosts".into()],
+            workload: None,
         }
     }
 }
@@ -126,8 +129,9 @@ struct Shared {
     containerd: Containerd,
     options: ContainerOptions,
     credentials: RwLock<Vec<Credentials>>,
-    policies: RwLock<HashMap<String, PullPolicy>>,
     last_id: AtomicU64,
+    /// The containers this runtime runs: container id → module.
+    running: Mutex<HashMap<String, String>>,
 }
 
 impl ContainerRuntime {
@@ -138,8 +142,8 @@ impl ContainerRuntime {
                 containerd,
                 options,
                 credentials: RwLock::new(Vec::new()),
-                policies: RwLock::new(HashMap::new()),
                 last_id: AtomicU64::new(0),
+                running: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -149,33 +153,29 @@ impl ContainerRuntime {
         &self.shared.containerd
     }
 
-    /// The deployment's `registryCredentials` (replaces the previous ones).
+    /// The module whose running container process `pid` (in this host's PID namespace) is:
+    /// the container whose cgroup (`/proc/<pid>/cgroup`) this runtime made. The workload API
+    /// checks its callers with it.
+    pub fn module_of_pid(&self, pid: u32) -> Option<String> {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let running = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        module_of_cgroup(&cgroup, self.shared.containerd.namespace(), |id| {
+            running.get(id).cloned()
+        })
+    }
+
+    /// Credentials used for a registry the module's [`ModuleSpec::registry_credentials`] do not
+    /// name (the daemon's own; replaces the previous ones).
     pub fn set_credentials(&self, credentials: Vec<Credentials>) {
         *self
             .shared
             .credentials
             .write()
             .unwrap_or_else(PoisonError::into_inner) = credentials;
-    }
-
-    /// Module `module`'s `imagePullPolicy` (`on-create` unless set). [`ModuleSpec`] does not
-    /// carry it yet, so the agent sets it here before `prepare`.
-    pub fn set_pull_policy(&self, module: &str, policy: PullPolicy) {
-        self.shared
-            .policies
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(module.to_owned(), policy);
-    }
-
-    fn pull_policy(&self, module: &str) -> PullPolicy {
-        self.shared
-            .policies
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(module)
-            .copied()
-            .unwrap_or_default()
     }
 
     /// The module's image, pulled first if absent and the policy allows.
@@ -190,22 +190,31 @@ impl ContainerRuntime {
         match containerd.image(&spec.image).await {
             Ok(Some(image)) => return Ok(image),
             Ok(None) => {}
+            Err(PullError::Containerd(e)) if e.code() == Some(tonic::Code::Unavailable) => {
+                return Err(RuntimeError::Failed(format!(
+                    "cannot reach containerd at {} ({}): container modules need a running \
+                     containerd",
+                    containerd.socket().display(),
+                    e.message()
+                )));
+            }
             Err(e) => return Err(pull_error(e)),
         }
-        if self.pull_policy(&spec.name) == PullPolicy::Never {
+        if spec.pull_policy == PullPolicy::Never {
             return Err(RuntimeError::NotFound(format!(
                 "{} is not present in containerd (namespace {}) and the module's imagePullPolicy is never",
                 spec.image,
                 containerd.namespace()
             )));
         }
-        let credentials = self
+        let fallback = self
             .shared
             .credentials
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let credentials = Credentials::for_reference(&credentials, &spec.image);
+        let credentials = credentials_for(&spec.registry_credentials, &spec.image)
+            .or_else(|| credentials_for(&fallback, &spec.image));
         let module = spec.name.as_str();
         let image = containerd
             .pull(&spec.image, credentials, |progress| match progress {
@@ -237,6 +246,9 @@ impl ContainerRuntime {
         let begun = Instant::now();
         check_kind(spec)?;
         check_create_options(spec)?;
+        if let Some(handle) = self.adopt(spec, &context).await {
+            return Ok(handle);
+        }
         let image = self.ensure_image(spec).await?;
         let containerd = &self.shared.containerd;
         let id = self.container_id(&spec.name);
@@ -270,15 +282,128 @@ impl ContainerRuntime {
         );
         tracing::info!(module = spec.name, "{message}");
         context.log.push(Stream::Runtime, message);
+        Ok(self.supervise(spec, id, stdio, &context))
+    }
+
+    /// Containers of `spec`'s module left by an earlier run of the daemon (it was killed, or
+    /// crashed): the one still running the same definition is adopted (its handle returned,
+    /// its stdio read again); any other is removed.
+    async fn adopt(&self, spec: &ModuleSpec, context: &ModuleContext) -> Option<ModuleHandle> {
+        let containerd = &self.shared.containerd;
+        let found = match containerd
+            .containers_labelled(LABEL_MODULE, &spec.name)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(
+                    module = spec.name,
+                    "cannot list the module's containers: {e}"
+                );
+                return None;
+            }
+        };
+        let definition = definition_digest(spec);
+        let mut adopted = None;
+        for (id, labels) in found {
+            if self.is_ours(&id) {
+                continue;
+            }
+            let same = labels.get(LABEL_DEFINITION) == Some(&definition);
+            let running = containerd.task_running(&id).await.unwrap_or(false);
+            if adopted.is_none() && same && running {
+                adopted = Some(id);
+            } else {
+                tracing::info!(
+                    module = spec.name,
+                    id,
+                    same,
+                    running,
+                    "removing a container an earlier run left"
+                );
+                self.remove_leftover(&id).await;
+            }
+        }
+        let id = adopted?;
+        if let Some(sockets) = &self.shared.options.workload
+            && let Err(e) = sockets.open(&spec.name)
+        {
+            tracing::warn!(module = spec.name, "the workload API socket: {e}");
+        }
+        let stdio = match Stdio::reopen(&self.shared.options.fifo_dir, &id, &context.log) {
+            Ok(stdio) => Some(stdio),
+            Err(e) => {
+                context.log.push(
+                    Stream::Runtime,
+                    format!("container {id}: its output cannot be read again ({e})"),
+                );
+                None
+            }
+        };
+        let message =
+            format!("adopted container {id}, still running from an earlier run of the daemon");
+        tracing::info!(module = spec.name, "{message}");
+        context.log.push(Stream::Runtime, message);
+        Some(self.supervise(spec, id, stdio, context))
+    }
+
+    fn is_ours(&self, id: &str) -> bool {
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// Kills and removes a container this run did not start, with its snapshot and FIFOs.
+    async fn remove_leftover(&self, id: &str) {
+        let containerd = &self.shared.containerd;
+        if let Err(e) = containerd.kill_task(id, SIGKILL).await {
+            tracing::warn!(id, "removing a leftover container: {e}");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), containerd.wait_task(id)).await;
+        if let Err(e) = containerd.delete_task(id).await {
+            tracing::warn!(id, "removing a leftover container: {e}");
+        }
+        if let Err(e) = containerd.delete_container(id).await {
+            tracing::warn!(id, "removing a leftover container: {e}");
+        }
+        containerd.remove_snapshot(id).await;
+        let _ = std::fs::remove_dir_all(self.shared.options.fifo_dir.join(id));
+    }
+
+    /// Supervises the running container `id` of `spec`'s module: its handle.
+    fn supervise(
+        &self,
+        spec: &ModuleSpec,
+        id: String,
+        stdio: Option<Stdio>,
+        context: &ModuleContext,
+    ) -> ModuleHandle {
+        let containerd = &self.shared.containerd;
         let (handle, control) = ModuleHandle::new();
-        tokio::spawn(supervise(
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), spec.name.clone());
+        let shared = Arc::clone(&self.shared);
+        let supervisor = supervise(
             containerd.clone(),
-            id,
+            id.clone(),
             stdio,
             control,
             context.log.clone(),
-        ));
-        Ok(handle)
+        );
+        tokio::spawn(async move {
+            supervisor.await;
+            shared
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        });
+        handle
     }
 
     async fn create_and_start(
@@ -296,9 +421,23 @@ impl ContainerRuntime {
             .await
             .map_err(failed)?;
         undo.snapshot = true;
-        let run = &image.config.run;
+        let options = check_create_options(spec)?;
+        for note in &options.notes {
+            tracing::info!(module = spec.name, "{note}");
+            context.log.push(Stream::Runtime, note.clone());
+        }
+        let run = &options.run_config(&image.config.run);
         let user = resolve_user(&run.user, &mounts).map_err(invalid)?;
-        let env = context.environment(spec);
+        let workload = match &self.shared.options.workload {
+            Some(sockets) => Some(sockets.open(&spec.name).map_err(|e| {
+                RuntimeError::Failed(format!(
+                    "module {}: the workload API socket: {e}",
+                    spec.name
+                ))
+            })?),
+            None => None,
+        };
+        let env = environment(workload.as_ref(), context.environment(spec));
         let host_files = self
             .shared
             .options
@@ -314,12 +453,24 @@ impl ContainerRuntime {
             hostname: &hostname(&spec.name),
             cgroups_path: format!("/{}/{id}", containerd.namespace()),
             host_files,
+            workload: workload
+                .as_ref()
+                .map(|w| (w.host_dir.display().to_string(), w.container_dir.clone())),
+            create_options: Some(&options),
         })
-        .map_err(invalid)?;
-        let labels = HashMap::from([
+        .map_err(|e| match e {
+            spec::SpecError::CreateOptions(e) => {
+                RuntimeError::Invalid(format!("module {}: {e}", spec.name))
+            }
+            other => invalid(other),
+        })?;
+        // createOptions' Labels, which cannot name verge.* (refused when parsed).
+        let mut labels: HashMap<String, String> = options.labels.clone().into_iter().collect();
+        labels.extend([
             (LABEL_MODULE.to_owned(), spec.name.clone()),
             (LABEL_IMAGE.to_owned(), image.name.clone()),
             (LABEL_GENERATION.to_owned(), context.generation_id.clone()),
+            (LABEL_DEFINITION.to_owned(), definition_digest(spec)),
         ]);
         containerd
             .create_container(
@@ -430,6 +581,35 @@ impl Undo<'_> {
             stdio.abort();
         }
     }
+}
+
+/// A digest of what makes a module's container: its image, createOptions, env and version.
+fn definition_digest(spec: &ModuleSpec) -> String {
+    use sha2::Digest as _;
+    let definition = serde_json::json!({
+        "image": spec.image,
+        "createOptions": spec.create_options,
+        "env": spec.env,
+        "version": spec.version,
+    });
+    let digest = sha2::Sha256::digest(definition.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The module's variables: the workload API's first, then the module's own (IoT Edge's and the
+/// manifest's `env`), which replace any of the same name.
+fn environment(
+    workload: Option<&WorkloadMount>,
+    module: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = workload.map(|w| w.env.clone()).unwrap_or_default();
+    for (name, value) in module {
+        match env.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => env.push((name, value)),
+        }
+    }
+    env
 }
 
 /// Waits for the container to exit (stopping it when asked), cleans up, reports the exit.
@@ -598,24 +778,13 @@ fn check_kind(spec: &ModuleSpec) -> Result<(), RuntimeError> {
     }
 }
 
-/// `createOptions` are not supported yet: any key is refused, by name.
-fn check_create_options(spec: &ModuleSpec) -> Result<(), RuntimeError> {
+/// The module's `createOptions`, parsed ([`crate::create_options::parse`]): what Verge cannot
+/// honour is refused, by key.
+fn check_create_options(spec: &ModuleSpec) -> Result<CreateOptions, RuntimeError> {
     match &spec.create_options {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(serde_json::Value::Object(map)) if map.is_empty() => Ok(()),
-        Some(serde_json::Value::Object(map)) => {
-            let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
-            keys.sort_unstable();
-            Err(RuntimeError::Invalid(format!(
-                "module {}: createOptions keys not supported by Verge's container runtime yet: {}",
-                spec.name,
-                keys.join(", ")
-            )))
-        }
-        Some(other) => Err(RuntimeError::Invalid(format!(
-            "module {}: createOptions must be a JSON object, not {other}",
-            spec.name
-        ))),
+        None => Ok(CreateOptions::default()),
+        Some(value) => create_options::parse(value)
+            .map_err(|e| RuntimeError::Invalid(format!("module {}: {e}", spec.name))),
     }
 }
 
@@ -678,7 +847,7 @@ mod tests {
     }
 
     #[test]
-    fn create_options_are_refused_by_name() {
+    fn unsupported_create_options_are_refused_by_name() {
         let mut spec = ModuleSpec {
             name: "m".into(),
             kind: "docker".into(),
@@ -687,11 +856,19 @@ mod tests {
         assert!(check_create_options(&spec).is_ok());
         spec.create_options = Some(serde_json::json!({}));
         assert!(check_create_options(&spec).is_ok());
-        spec.create_options = Some(serde_json::json!({"HostConfig": {}, "Env": []}));
+        spec.create_options = Some(serde_json::json!({"HostConfig": {"Memory": 8388608}}));
+        assert_eq!(
+            check_create_options(&spec).expect("supported").memory,
+            Some(8_388_608)
+        );
+        spec.create_options = Some(serde_json::json!({"HostConfig": {"IpcMode": "host"}}));
         let Err(RuntimeError::Invalid(message)) = check_create_options(&spec) else {
             panic!("refused");
         };
-        assert!(message.contains("Env, HostConfig"), "{message}");
+        assert_eq!(
+            message,
+            "module m: createOptions.HostConfig.IpcMode is not supported by Verge"
+        );
     }
 
     #[test]

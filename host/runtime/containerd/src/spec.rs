@@ -11,13 +11,18 @@
 //!   `/etc/hosts` bind-mounted read-only when they exist. Module-to-hub traffic goes over
 //!   loopback; a bridge network is not built.
 //! - mounts: `/proc`, `/dev` (tmpfs; runc makes the standard device nodes), `/dev/pts`,
-//!   `/dev/shm`, `/dev/mqueue`, `/sys` (read-only), `/run` (tmpfs); containerd's masked and
-//!   read-only paths; devices denied but runc's defaults.
+//!   `/dev/shm`, `/dev/mqueue`, `/sys` (read-only), `/sys/fs/cgroup` (read-only: the
+//!   container's own cgroups, so a program sees its memory and CPU limits), `/run` (tmpfs);
+//!   containerd's masked and read-only paths; devices denied but runc's defaults.
+//! - `createOptions` ([`crate::create_options`]): the caller passes the run config they give
+//!   ([`CreateOptions::run_config`]) as [`SpecInput::run`], and the options themselves as
+//!   [`SpecInput::create_options`], applied last ([`CreateOptions::apply`]).
 //! - `root.path` is `rootfs`: containerd mounts the task's rootfs there in the bundle.
 //! - `cgroupsPath` is `/<namespace>/<container id>`, as ctr's.
 
 use serde_json::{Value, json};
 
+use crate::create_options::{CreateOptions, CreateOptionsError};
 use crate::image::RunConfig;
 
 /// containerd's default capabilities (`oci.defaultUnixCaps`).
@@ -72,6 +77,12 @@ pub struct SpecInput<'a> {
     /// Host files bind-mounted read-only (`/etc/resolv.conf`, `/etc/hosts`): host path and
     /// container path.
     pub host_files: Vec<(String, String)>,
+    /// The module's workload API directory (host path, container path), bind-mounted
+    /// read-write (a client connecting to a socket needs write access to it).
+    pub workload: Option<(String, String)>,
+    /// The module's `createOptions`, applied to the spec last. `run` must already be
+    /// [`CreateOptions::run_config`] of the image's.
+    pub create_options: Option<&'a CreateOptions>,
 }
 
 /// Why a spec cannot be built.
@@ -89,6 +100,9 @@ pub enum SpecError {
         /// Why.
         message: String,
     },
+    /// `createOptions` cannot be applied (a device or a bind source on the host).
+    #[error(transparent)]
+    CreateOptions(#[from] CreateOptionsError),
 }
 
 /// The process environment: the image's, `PATH` if it has none, then the module's (a module
@@ -249,6 +263,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             &["nosuid", "noexec", "nodev", "ro"],
         ),
         mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+        mount(
             "/run",
             "tmpfs",
             "tmpfs",
@@ -263,7 +283,15 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
         }));
     }
-    Ok(json!({
+    if let Some((host, container)) = &input.workload {
+        mounts.push(json!({
+            "destination": container,
+            "type": "bind",
+            "source": host,
+            "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+        }));
+    }
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
@@ -315,7 +343,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
                 "/proc/sysrq-trigger",
             ],
         },
-    }))
+    });
+    if let Some(options) = input.create_options {
+        options.apply(&mut spec)?;
+    }
+    Ok(spec)
 }
 
 fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Value {
@@ -401,6 +433,8 @@ mod tests {
             hostname: "m",
             cgroups_path: "/ns/id".into(),
             host_files: vec![],
+            workload: None,
+            create_options: None,
         })
         .expect("spec");
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
@@ -417,6 +451,8 @@ mod tests {
                 hostname: "m",
                 cgroups_path: String::new(),
                 host_files: vec![],
+                workload: None,
+                create_options: None,
             }),
             Err(SpecError::NoCommand)
         );

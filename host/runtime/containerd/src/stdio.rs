@@ -78,6 +78,47 @@ impl Stdio {
         }
     }
 
+    /// Reads the FIFOs of a container started by an earlier run of this daemon (adoption), if
+    /// they are still there: the shim keeps its write ends open, so opening the read ends again
+    /// resumes the flow (what the container wrote meanwhile waited in the pipes, and the
+    /// container blocked if it filled them).
+    pub fn reopen(dir: &Path, id: &str, log: &ModuleLog) -> std::io::Result<Self> {
+        let dir = dir.join(id);
+        let mut stdio = Self {
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            dir,
+            keep_open: Vec::new(),
+            readers: Vec::new(),
+        };
+        let result = (|| {
+            for (path, stream) in [
+                (stdio.stdout.clone(), Stream::Stdout),
+                (stdio.stderr.clone(), Stream::Stderr),
+            ] {
+                let receiver = pipe::OpenOptions::new().open_receiver(&path)?;
+                stdio
+                    .keep_open
+                    .push(pipe::OpenOptions::new().open_sender(&path)?);
+                stdio
+                    .readers
+                    .push(tokio::spawn(read_lines(receiver, stream, log.clone())));
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(stdio),
+            Err(e) => {
+                // Stop what started, but leave the FIFOs: the shim still has them.
+                stdio.keep_open.clear();
+                for reader in stdio.readers.drain(..) {
+                    reader.abort();
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The stdout FIFO, for `Tasks.Create`.
     pub fn stdout(&self) -> String {
         self.stdout.to_string_lossy().into_owned()

@@ -87,6 +87,7 @@ impl Setup {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
+            ..ModuleSpec::default()
         }
     }
 
@@ -289,10 +290,13 @@ async fn pull_policy_never_and_create_options_are_refused_clearly() {
     let setup = Setup::new().await;
     let image = setup.image("present", &ImageConfig::cmd(&["true"]));
     let absent = setup.registry.reference("absent", "v1");
-    setup.runtime.set_pull_policy("strict", PullPolicy::Never);
+    let strict = ModuleSpec {
+        pull_policy: PullPolicy::Never,
+        ..Setup::spec("strict", &absent, &[])
+    };
     let error = setup
         .runtime
-        .prepare(&Setup::spec("strict", &absent, &[]))
+        .prepare(&strict)
         .await
         .expect_err("an absent image with policy never");
     let RuntimeError::NotFound(message) = &error else {
@@ -313,12 +317,15 @@ async fn pull_policy_never_and_create_options_are_refused_clearly() {
         .expect("on-create pulls");
     setup
         .runtime
-        .prepare(&Setup::spec("strict", &image, &[]))
+        .prepare(&ModuleSpec {
+            pull_policy: PullPolicy::Never,
+            ..Setup::spec("strict", &image, &[])
+        })
         .await
         .expect("present image with policy never");
 
     let mut spec = Setup::spec("opts", &image, &[]);
-    spec.create_options = Some(serde_json::json!({"HostConfig": {"Privileged": true}}));
+    spec.create_options = Some(serde_json::json!({"HostConfig": {"PidMode": "host"}}));
     let error = setup.runtime.prepare(&spec).await.expect_err("refused");
     assert!(
         matches!(&error, RuntimeError::Invalid(m) if m.contains("HostConfig")),
@@ -431,5 +438,124 @@ async fn containers_share_the_hosts_network() {
     if std::path::Path::new("/etc/resolv.conf").is_file() {
         assert_eq!(lines(&log, Stream::Stdout), ["dns"], "{:?}", log.tail(None));
     }
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_options_env_cmd_working_dir_binds_memory_and_labels_take_effect() {
+    let setup = Setup::new().await;
+    let config = ImageConfig {
+        env: vec!["IMAGE_VAR=image".into(), "FROM_OPTS=image".into()],
+        ..ImageConfig::cmd(&["sh", "-c", "echo the image's command; exit 9"])
+    };
+    let image = setup.image("opts", &config);
+    let shared = TempDir::new("bind");
+    let mut spec = Setup::spec("opts", &image, &[("GREETING", "from the module")]);
+    spec.create_options = Some(serde_json::json!({
+        "Env": ["FROM_OPTS=createOptions", "GREETING=createOptions"],
+        "Cmd": [
+            "sh",
+            "-c",
+            "echo \"$IMAGE_VAR $FROM_OPTS $GREETING\"; pwd; \
+             cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+             echo written by the container > /data/out.txt; \
+             while [ ! -e /data/go ]; do sleep 0.05; done",
+        ],
+        "WorkingDir": "/tmp",
+        "Labels": {"app": "opts-test"},
+        "HostConfig": {
+            "Binds": [format!("{}:/data", shared.path().display())],
+            "Memory": 67_108_864,
+            "NetworkMode": "azure-iot-edge",
+        },
+    }));
+    let (mut handle, log, _) = setup.start(&spec).await;
+
+    // The container writes into the host directory; meanwhile it runs, with its label and its
+    // cgroup's memory limit as seen from the host.
+    let out = shared.join("out.txt");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "no out.txt: {:?}",
+            log.tail(None)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = setup
+        .rig
+        .ctr_ok(&["containers", "ls", "-q"])
+        .trim()
+        .to_owned();
+    assert!(id.starts_with("opts-"), "{id}");
+    let info = setup.rig.ctr_ok(&["containers", "info", &id]);
+    assert!(info.contains("\"app\": \"opts-test\""), "{info}");
+    assert!(info.contains("\"verge.module\": \"opts\""), "{info}");
+    let host_limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes",
+        setup.rig.namespace()
+    ))
+    .expect("the container's memory cgroup on the host");
+    assert_eq!(host_limit.trim(), "67108864");
+    std::fs::write(shared.join("go"), "").expect("go");
+
+    let exit = exited_within(&mut handle, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 0, "{exit:?} {:?}", log.tail(None));
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("out.txt"),
+        "written by the container\n"
+    );
+    // Image env < createOptions Env < the module's env; Cmd and WorkingDir replaced; the limit
+    // is visible inside.
+    assert_eq!(
+        lines(&log, Stream::Stdout),
+        ["image createOptions from the module", "/tmp", "67108864"],
+        "{:?}",
+        log.tail(None)
+    );
+    // What takes no effect is said in the module's log.
+    let runtime = lines(&log, Stream::Runtime).join("\n");
+    assert!(
+        runtime.contains(
+            "createOptions.HostConfig.NetworkMode azure-iot-edge: Verge runs containers on the host network"
+        ),
+        "{runtime}"
+    );
+    setup.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_create_option_is_refused_by_name() {
+    let setup = Setup::new().await;
+    let image = setup.image("ipc", &ImageConfig::cmd(&["true"]));
+    let mut spec = Setup::spec("ipc", &image, &[]);
+    spec.create_options = Some(serde_json::json!({
+        "Env": ["A=1"],
+        "HostConfig": {"Memory": 67_108_864, "IpcMode": "host"},
+    }));
+    let error = setup.runtime.prepare(&spec).await.expect_err("refused");
+    let RuntimeError::Invalid(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        message,
+        "module ipc: createOptions.HostConfig.IpcMode is not supported by Verge"
+    );
+    let context = ModuleContext {
+        identity: Identity::module(DEVICE, "ipc"),
+        generation_id: "gen1".into(),
+        iothub_hostname: "hub.example".into(),
+        gateway_hostname: "edge.example".into(),
+        hub: Arc::clone(&setup.hub),
+        twins: Arc::clone(&setup.twins),
+        log: ModuleLog::new(1 << 20),
+    };
+    let error = setup
+        .runtime
+        .start(&spec, context)
+        .await
+        .expect_err("start refuses too");
+    assert!(error.to_string().contains("HostConfig.IpcMode"), "{error}");
     setup.assert_clean();
 }

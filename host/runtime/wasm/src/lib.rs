@@ -12,18 +12,23 @@
 //! `define_unknown_imports_as_traps` is deliberately not used: with WASI linked it replaces
 //! semver-matched WASI imports by traps (see the reference notes). A component whose imports the
 //! linker cannot satisfy is refused at `prepare`, with wasmtime's message naming the import.
+//!
+//! `settings.image` is a local component file or an OCI reference (see [`fetch`] for the rule
+//! and for how references are fetched: [`ComponentFetcher`], `WasmOptions::fetcher`).
 
 mod bindings;
 mod cache;
 mod engine;
+pub mod fetch;
 mod host;
 pub mod instance;
 mod message;
 mod options;
 mod stdio;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use verge_runtime::{
@@ -35,6 +40,7 @@ use wasmtime_wasi_config::WasiConfig;
 
 pub use cache::{Compiler, compile_file};
 pub use engine::EngineSettings;
+pub use fetch::{ComponentFetcher, Fetched};
 pub use instance::{EXIT_DEADLINE, EXIT_INIT_ERROR, EXIT_MEMORY, EXIT_TRAP, POISON_ATTEMPTS};
 pub use options::ModuleOptions;
 
@@ -58,6 +64,9 @@ pub struct WasmOptions {
     pub max_messages_per_call: usize,
     /// Where components are compiled.
     pub compiler: Compiler,
+    /// Brings components named by OCI references into local files; `None`: references are
+    /// refused (see [`fetch`]).
+    pub fetcher: Option<Arc<dyn ComponentFetcher>>,
 }
 
 impl WasmOptions {
@@ -76,6 +85,7 @@ impl WasmOptions {
             max_message_bytes: 256 * 1024,
             max_messages_per_call: 10_000,
             compiler: Compiler::InProcess,
+            fetcher: None,
         }
     }
 }
@@ -85,6 +95,8 @@ struct Shared {
     linker: Linker<Host>,
     cache: Arc<ComponentCache>,
     options: WasmOptions,
+    /// What the fetcher gave for each OCI reference at its last `prepare`.
+    fetched: Mutex<HashMap<String, Fetched>>,
     pooling: bool,
     _ticker: engine::EpochTicker,
 }
@@ -146,6 +158,7 @@ impl WasmRuntime {
                 linker,
                 cache: Arc::new(cache),
                 options,
+                fetched: Mutex::new(HashMap::new()),
                 pooling: settings.pooling,
                 _ticker: ticker,
             }),
@@ -171,15 +184,63 @@ impl WasmRuntime {
         Ok(options)
     }
 
+    /// The component file of `spec`, and what the fetcher said when it came from a registry. A
+    /// local path is used as it is; an OCI reference goes to the fetcher on `prepare`
+    /// (`fresh`), while `start` uses what the last successful `prepare` of that reference
+    /// fetched ([`WasmRuntime::remember`]).
+    async fn component(
+        &self,
+        spec: &ModuleSpec,
+        fresh: bool,
+    ) -> Result<(PathBuf, Option<Fetched>), RuntimeError> {
+        if fetch::is_local(&spec.image) {
+            return Ok((PathBuf::from(&spec.image), None));
+        }
+        if !fresh {
+            let known = self
+                .shared
+                .fetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&spec.image)
+                .cloned();
+            if let Some(known) = known
+                && known.path.exists()
+            {
+                return Ok((known.path.clone(), Some(known)));
+            }
+        }
+        let fetcher = self
+            .shared
+            .options
+            .fetcher
+            .as_ref()
+            .ok_or_else(|| fetch::no_fetcher(&spec.image))?;
+        let found = fetcher.fetch(spec).await?;
+        tracing::info!(module = %spec.name, image = %spec.image, digest = %found.digest,
+            path = %found.path.display(), "component fetched");
+        Ok((found.path.clone(), Some(found)))
+    }
+
+    /// Remember what `spec`'s reference was fetched as, once it loaded: later starts run it.
+    /// (Only then: a component that fails to load must not replace, for restarts of a module
+    /// still running, the one that was prepared before.)
+    fn remember(&self, spec: &ModuleSpec, fetched: Option<Fetched>) {
+        if let Some(fetched) = fetched {
+            self.shared
+                .fetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(spec.image.clone(), fetched);
+        }
+    }
+
     async fn instance_pre(
         &self,
         spec: &ModuleSpec,
+        path: &Path,
     ) -> Result<(InstancePre<Host>, String), RuntimeError> {
-        let loaded = self
-            .shared
-            .cache
-            .load(&self.shared.engine, std::path::Path::new(&spec.image))
-            .await?;
+        let loaded = self.shared.cache.load(&self.shared.engine, path).await?;
         tracing::debug!(module = %spec.name, digest = %loaded.digest, "component loaded");
         let pre = self
             .shared
@@ -201,9 +262,15 @@ impl ModuleRuntime for WasmRuntime {
     ) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
         Box::pin(async move {
             self.module_options(spec)?;
-            let (_, digest) = self.instance_pre(spec).await?;
+            let (path, fetched) = self.component(spec, true).await?;
+            let (_, digest) = self.instance_pre(spec, &path).await?;
+            let image_hash = match &fetched {
+                Some(fetched) => fetched.digest.clone(),
+                None => format!("sha256:{digest}"),
+            };
+            self.remember(spec, fetched);
             Ok(Prepared {
-                image_hash: Some(format!("sha256:{digest}")),
+                image_hash: Some(image_hash),
             })
         })
     }
@@ -215,7 +282,9 @@ impl ModuleRuntime for WasmRuntime {
     ) -> BoxFuture<'a, Result<ModuleHandle, RuntimeError>> {
         Box::pin(async move {
             let options = self.module_options(spec)?;
-            let (pre, _) = self.instance_pre(spec).await?;
+            let (path, fetched) = self.component(spec, false).await?;
+            let (pre, _) = self.instance_pre(spec, &path).await?;
+            self.remember(spec, fetched);
             let limits = CallLimits {
                 max_message_bytes: self.shared.options.max_message_bytes,
                 max_outbox: self.shared.options.max_messages_per_call,

@@ -80,6 +80,7 @@ impl Rig {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
+            ..ModuleSpec::default()
         }
     }
 
