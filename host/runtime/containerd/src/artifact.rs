@@ -50,7 +50,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::error::PullError;
 use crate::image::{self, AnyManifest, Descriptor, Manifest};
-use crate::registry::{Credentials, Registry};
+use crate::registry::{Credentials, Registry, parse_reference};
 
 /// Media types of the CNCF wasm OCI artifact.
 pub mod media_type {
@@ -131,15 +131,6 @@ impl From<PullError> for PushError {
             },
         }
     }
-}
-
-fn parse_reference(reference: &str) -> Result<Reference, PullError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| PullError::Reference {
-            reference: reference.to_owned(),
-            message: e.to_string(),
-        })
 }
 
 /// Checks that `bytes` start like a WebAssembly component: the `\0asm` magic, then version 0x0d

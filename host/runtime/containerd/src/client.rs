@@ -20,6 +20,15 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 /// How long a pull's lease lives if the pull never deletes it (a crash).
 const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The `containerd-namespace` header for `namespace` (not empty, a valid header value).
+fn namespace_header(namespace: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, Error> {
+    namespace
+        .parse()
+        .ok()
+        .filter(|_| !namespace.is_empty())
+        .ok_or_else(|| Error::Namespace(namespace.to_owned()))
+}
+
 /// A connection to containerd, in one namespace. Cheap to clone (one HTTP/2 channel).
 #[derive(Clone, Debug)]
 pub struct Containerd {
@@ -35,25 +44,30 @@ impl Containerd {
     /// Connects to containerd's gRPC socket; every call will carry `namespace`.
     pub async fn connect(socket: impl AsRef<Path>, namespace: &str) -> Result<Self, Error> {
         let socket = socket.as_ref().to_path_buf();
-        let header: MetadataValue<tonic::metadata::Ascii> = namespace
-            .parse()
-            .ok()
-            .filter(|_| !namespace.is_empty())
-            .ok_or_else(|| Error::Namespace(namespace.to_owned()))?;
+        let header = namespace_header(namespace)?;
         let channel = containerd_client::connect(&socket)
             .await
             .map_err(|e| Error::Connect {
                 socket: socket.display().to_string(),
                 message: error_chain(&e),
             })?;
-        Ok(Self {
+        Ok(Self::on(channel, socket, header, namespace))
+    }
+
+    fn on(
+        channel: Channel,
+        socket: PathBuf,
+        namespace: MetadataValue<tonic::metadata::Ascii>,
+        name: &str,
+    ) -> Self {
+        Self {
             channel,
             socket,
-            namespace: header,
-            namespace_name: namespace.to_owned(),
+            namespace,
+            namespace_name: name.to_owned(),
             snapshotter: DEFAULT_SNAPSHOTTER.to_owned(),
             plain_http: Vec::new(),
-        })
+        }
     }
 
     /// A connection to containerd's gRPC socket made when first used (and made again after
@@ -61,11 +75,7 @@ impl Containerd {
     /// with [`Error::Connect`]-like `Unavailable` errors until it is there.
     pub fn lazy(socket: impl AsRef<Path>, namespace: &str) -> Result<Self, Error> {
         let socket = socket.as_ref().to_path_buf();
-        let header: MetadataValue<tonic::metadata::Ascii> = namespace
-            .parse()
-            .ok()
-            .filter(|_| !namespace.is_empty())
-            .ok_or_else(|| Error::Namespace(namespace.to_owned()))?;
+        let header = namespace_header(namespace)?;
         let path = socket.clone();
         let channel = tonic::transport::Endpoint::from_static("http://[::]")
             .connect_with_connector_lazy(tower::service_fn(move |_| {
@@ -76,14 +86,7 @@ impl Containerd {
                     ))
                 }
             }));
-        Ok(Self {
-            channel,
-            socket,
-            namespace: header,
-            namespace_name: namespace.to_owned(),
-            snapshotter: DEFAULT_SNAPSHOTTER.to_owned(),
-            plain_http: Vec::new(),
-        })
+        Ok(Self::on(channel, socket, header, namespace))
     }
 
     /// Whether containerd answers (its `Version` service), and its version.

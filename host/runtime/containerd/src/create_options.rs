@@ -68,6 +68,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use verge_message::json::json_type;
+
 use crate::image::RunConfig;
 use crate::spec::DEFAULT_CAPABILITIES;
 
@@ -382,7 +384,7 @@ pub fn parse(value: &Value) -> Result<CreateOptions, CreateOptionsError> {
         other => {
             return Err(invalid(
                 ROOT,
-                format!("must be a JSON object, not {}", describe(other)),
+                format!("must be a JSON object, not {}", json_type(other)),
             ));
         }
     };
@@ -1551,17 +1553,6 @@ fn is_zero(name: &str, value: &Value) -> bool {
     }
 }
 
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// An object of `createOptions` at `path`.
 struct Fields<'a> {
     path: String,
@@ -1635,7 +1626,7 @@ impl<'a> Field<'a> {
     }
 
     fn expected(&self, what: &str) -> CreateOptionsError {
-        self.invalid(format!("must be {what}, not {}", describe(self.value)))
+        self.invalid(format!("must be {what}, not {}", json_type(self.value)))
     }
 
     fn str(&self) -> Result<&'a str, CreateOptionsError> {

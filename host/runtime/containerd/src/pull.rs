@@ -19,6 +19,7 @@ use crate::client::{Containerd, Lease};
 use crate::content::Written;
 use crate::error::{Error, PullError};
 use crate::image::{self, AnyManifest, Descriptor, ImageConfig};
+use crate::registry::parse_reference;
 use crate::registry::{BlobStream, Credentials, Registry};
 
 /// How long a pull waits for a blob another pull is writing.
@@ -78,15 +79,6 @@ pub struct PulledImage {
     pub elapsed: Duration,
     /// Blobs that were downloaded (0 when everything was there).
     pub downloaded: usize,
-}
-
-fn parse_reference(reference: &str) -> Result<Reference, PullError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| PullError::Reference {
-            reference: reference.to_owned(),
-            message: e.to_string(),
-        })
 }
 
 impl Containerd {

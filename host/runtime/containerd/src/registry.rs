@@ -23,6 +23,16 @@ pub fn credentials_for<'a>(all: &'a [Credentials], reference: &str) -> Option<&'
     Credentials::for_registry(all, registry.registry())
 }
 
+/// `reference` parsed (`registry/repository[:tag][@digest]`, Docker Hub's defaults applied).
+pub(crate) fn parse_reference(reference: &str) -> Result<Reference, PullError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| PullError::Reference {
+            reference: reference.to_owned(),
+            message: e.to_string(),
+        })
+}
+
 /// Installs ring as rustls's process-wide crypto provider, if none is (oci-client is built
 /// without a provider of its own).
 fn install_crypto_provider() {

@@ -42,34 +42,22 @@ pub struct Stdio {
 }
 
 impl Stdio {
-    /// Creates `<dir>/<id>/{stdout,stderr}` and starts reading them into `log`.
-    pub fn create(dir: &Path, id: &str, log: &ModuleLog) -> std::io::Result<Self> {
-        let dir = dir.join(id);
-        std::fs::create_dir_all(&dir)?;
-        let mut stdio = Self {
+    /// The FIFOs of directory `dir`, nothing opened yet.
+    fn at(dir: PathBuf) -> Self {
+        Self {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
             dir,
             keep_open: Vec::new(),
             readers: Vec::new(),
-        };
-        let result = (|| {
-            for (path, stream) in [
-                (stdio.stdout.clone(), Stream::Stdout),
-                (stdio.stderr.clone(), Stream::Stderr),
-            ] {
-                mkfifo(&path)?;
-                let receiver = pipe::OpenOptions::new().open_receiver(&path)?;
-                stdio
-                    .keep_open
-                    .push(pipe::OpenOptions::new().open_sender(&path)?);
-                stdio
-                    .readers
-                    .push(tokio::spawn(read_lines(receiver, stream, log.clone())));
-            }
-            Ok(())
-        })();
-        match result {
+        }
+    }
+
+    /// Creates `<dir>/<id>/{stdout,stderr}` and starts reading them into `log`.
+    pub fn create(dir: &Path, id: &str, log: &ModuleLog) -> std::io::Result<Self> {
+        let mut stdio = Self::at(dir.join(id));
+        std::fs::create_dir_all(&stdio.dir)?;
+        match stdio.start_reading(log, true) {
             Ok(()) => Ok(stdio),
             Err(e) => {
                 stdio.abort();
@@ -83,30 +71,8 @@ impl Stdio {
     /// resumes the flow (what the container wrote meanwhile waited in the pipes, and the
     /// container blocked if it filled them).
     pub fn reopen(dir: &Path, id: &str, log: &ModuleLog) -> std::io::Result<Self> {
-        let dir = dir.join(id);
-        let mut stdio = Self {
-            stdout: dir.join("stdout"),
-            stderr: dir.join("stderr"),
-            dir,
-            keep_open: Vec::new(),
-            readers: Vec::new(),
-        };
-        let result = (|| {
-            for (path, stream) in [
-                (stdio.stdout.clone(), Stream::Stdout),
-                (stdio.stderr.clone(), Stream::Stderr),
-            ] {
-                let receiver = pipe::OpenOptions::new().open_receiver(&path)?;
-                stdio
-                    .keep_open
-                    .push(pipe::OpenOptions::new().open_sender(&path)?);
-                stdio
-                    .readers
-                    .push(tokio::spawn(read_lines(receiver, stream, log.clone())));
-            }
-            Ok(())
-        })();
-        match result {
+        let mut stdio = Self::at(dir.join(id));
+        match stdio.start_reading(log, false) {
             Ok(()) => Ok(stdio),
             Err(e) => {
                 // Stop what started, but leave the FIFOs: the shim still has them.
@@ -117,6 +83,25 @@ impl Stdio {
                 Err(e)
             }
         }
+    }
+
+    /// Opens each FIFO's read end and a write end of Verge's own (made first when `make`),
+    /// and starts a reader pushing its lines into `log`.
+    fn start_reading(&mut self, log: &ModuleLog, make: bool) -> std::io::Result<()> {
+        for (path, stream) in [
+            (self.stdout.clone(), Stream::Stdout),
+            (self.stderr.clone(), Stream::Stderr),
+        ] {
+            if make {
+                mkfifo(&path)?;
+            }
+            let receiver = pipe::OpenOptions::new().open_receiver(&path)?;
+            self.keep_open
+                .push(pipe::OpenOptions::new().open_sender(&path)?);
+            self.readers
+                .push(tokio::spawn(read_lines(receiver, stream, log.clone())));
+        }
+        Ok(())
     }
 
     /// The stdout FIFO, for `Tasks.Create`.
