@@ -174,9 +174,17 @@ fn an_iot_edge_python_module_in_a_container_talks_to_a_wasm_module_through_route
     assert_eq!(answer["payload"]["echo"]["n"], 7, "{answer}");
     assert_eq!(answer["payload"]["module"], "pymod", "{answer}");
 
-    // The module's stdout is in its log.
-    let logs = daemon.cli_ok(&["logs", "pymod"]);
-    assert!(logs.contains("connected as pymod"), "{logs}");
+    // The module's stdout is in its log, after the pull's progress (Verge's lines, on stderr).
+    let logs = daemon.cli(&["logs", "pymod"]);
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    assert!(stdout.contains("connected as pymod"), "{stdout}");
+    let notes = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        notes.contains(&format!("pulling {reference}: 2 layer(s)"))
+            && notes.contains("(100 %)")
+            && notes.contains(&format!("pulled {reference}")),
+        "{notes}"
+    );
 
     // A process on the host (not in pymod's container) is refused by pymod's socket.
     let socket = setup.work.join("run/workload/pymod/workload.sock");

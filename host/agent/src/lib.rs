@@ -215,9 +215,15 @@ struct Agent {
     manager: RestartPolicyManager,
     config: Option<AgentConfig>,
     version: u64,
+    /// The desired version the last whole reconcile pass acted on: what the status reports (a
+    /// report in the middle of a pass, while an image is fetched, must not say the new version
+    /// is applied).
+    acted: u64,
     rejected: Option<(StatusCode, String)>,
     errors: Vec<String>,
     modules: BTreeMap<String, Module>,
+    /// The definition being prepared (an image being pulled or compiled), for `verge list`.
+    preparing: Option<ModuleSpec>,
     logs: Logs,
     status: watch::Sender<AgentStatus>,
 }
@@ -250,9 +256,11 @@ pub fn spawn(
         },
         config: None,
         version: 0,
+        acted: 0,
         rejected: None,
         errors: Vec::new(),
         modules: BTreeMap::new(),
+        preparing: None,
         logs: Arc::clone(&logs),
         status: status_tx,
     };
@@ -405,6 +413,7 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.reconcile().await;
+            self.acted = self.version;
             self.report();
             tokio::select! {
                 Some(_) = desired.changed(&twins) => self.load_desired(),
@@ -590,11 +599,18 @@ impl Agent {
                 return Err(why.clone());
             }
         }
+        let log = self.log_for(name);
+        // `verge list` shows the module as being prepared while its image is fetched.
+        self.preparing = Some(spec.clone());
+        self.report();
         let prepared = match self.ctx.runtimes.get(spec.kind.as_str()) {
             None => Err(Ctx::unsupported(&spec.kind)),
-            Some(runtime) => runtime.prepare(&spec).await.map_err(|e| e.to_string()),
+            Some(runtime) => runtime
+                .prepare_logged(&spec, &log)
+                .await
+                .map_err(|e| e.to_string()),
         };
-        let log = self.log_for(name);
+        self.preparing = None;
         match prepared {
             Err(why) => {
                 log.push(
@@ -681,7 +697,7 @@ impl Agent {
         let modules: Vec<&Module> = self.modules.values().collect();
         let input = report::ReportInput {
             version: &self.ctx.options.version,
-            last_desired_version: self.version,
+            last_desired_version: self.acted,
             status: (code, &description),
             config: self.config.as_ref(),
             modules: &modules,
@@ -713,12 +729,36 @@ impl Agent {
                 });
             }
         }
+        let preparing = self.preparing.as_ref();
+        let note = |name: &str| {
+            format!(
+                "preparing a new definition (fetching its image): `verge logs {name}` shows how it goes"
+            )
+        };
+        if let Some(spec) = preparing.filter(|p| !self.modules.contains_key(&p.name)) {
+            views.push(ModuleView {
+                name: spec.name.clone(),
+                kind: spec.kind.clone(),
+                status: "unknown".into(),
+                description: note(&spec.name),
+                exit_code: 0,
+                restart_count: 0,
+                last_start: None,
+                last_exit: None,
+                image: spec.image.clone(),
+                version: spec.version.clone(),
+            });
+        }
         for m in modules {
+            let mut description = m.status_description(&self.manager, now);
+            if preparing.is_some_and(|p| p.name == m.name) {
+                description = format!("{description}; {}", note(&m.name));
+            }
             views.push(ModuleView {
                 name: m.name.clone(),
                 kind: m.spec.kind.clone(),
                 status: m.runtime_status(&self.manager).as_str().to_owned(),
-                description: m.status_description(&self.manager, now),
+                description,
                 exit_code: m.exit_code,
                 restart_count: m.restart_count,
                 last_start: m.last_start,
@@ -728,7 +768,7 @@ impl Agent {
             });
         }
         let status = AgentStatus {
-            last_desired_version: self.version,
+            last_desired_version: self.acted,
             code: code.into(),
             description,
             modules: views,

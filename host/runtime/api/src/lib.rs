@@ -188,6 +188,17 @@ pub trait ModuleRuntime: Send + Sync + 'static {
     fn prepare<'a>(&'a self, spec: &'a ModuleSpec)
     -> BoxFuture<'a, Result<Prepared, RuntimeError>>;
 
+    /// [`ModuleRuntime::prepare`], telling the module's log how what takes time (an image
+    /// pull) goes. By default, `prepare`.
+    fn prepare_logged<'a>(
+        &'a self,
+        spec: &'a ModuleSpec,
+        log: &'a ModuleLog,
+    ) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
+        let _ = log;
+        self.prepare(spec)
+    }
+
     /// Start the module. Returns once it runs (for wasm: instantiated and `init` returned).
     fn start<'a>(
         &'a self,

@@ -178,8 +178,13 @@ impl ContainerRuntime {
             .unwrap_or_else(PoisonError::into_inner) = credentials;
     }
 
-    /// The module's image, pulled first if absent and the policy allows.
-    pub async fn ensure_image(&self, spec: &ModuleSpec) -> Result<PulledImage, RuntimeError> {
+    /// The module's image, pulled first if absent and the policy allows; a pull's progress goes
+    /// to `log` when given.
+    pub async fn ensure_image(
+        &self,
+        spec: &ModuleSpec,
+        log: Option<&ModuleLog>,
+    ) -> Result<PulledImage, RuntimeError> {
         if spec.image.is_empty() {
             return Err(RuntimeError::Invalid(format!(
                 "module {}: settings.image is empty",
@@ -216,25 +221,49 @@ impl ContainerRuntime {
         let credentials = credentials_for(&spec.registry_credentials, &spec.image)
             .or_else(|| credentials_for(&fallback, &spec.image));
         let module = spec.name.as_str();
+        let shown = Mutex::new(PullShown::default());
+        let say = |line: String| {
+            if let Some(log) = log {
+                log.push(Stream::Runtime, line);
+            }
+        };
         let image = containerd
-            .pull(&spec.image, credentials, |progress| match progress {
-                Progress::Resolved {
-                    manifest_digest,
-                    layers,
-                    size,
-                } => tracing::info!(module, %manifest_digest, layers, size, "pulling"),
-                Progress::Blob {
-                    digest,
-                    size,
-                    present,
-                } => tracing::debug!(module, %digest, size, present, "blob"),
-                Progress::Unpacked { index, present, .. } => {
-                    tracing::debug!(module, index, present, "layer unpacked")
+            .pull(&spec.image, credentials, |progress| {
+                match &progress {
+                    Progress::Resolved {
+                        manifest_digest,
+                        layers,
+                        size,
+                    } => tracing::info!(module, %manifest_digest, layers, size, "pulling"),
+                    Progress::Blob {
+                        digest,
+                        size,
+                        present,
+                    } => tracing::debug!(module, %digest, size, present, "blob"),
+                    Progress::Unpacked { index, present, .. } => {
+                        tracing::debug!(module, index, present, "layer unpacked")
+                    }
+                }
+                let line = shown
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .line(&spec.image, &progress);
+                if let Some(line) = line {
+                    say(line);
                 }
             })
             .await
-            .map_err(pull_error)?;
+            .map_err(|e| {
+                say(format!("pull of {} failed: {e}", spec.image));
+                pull_error(e)
+            })?;
         tracing::info!(module, image = %image.name, elapsed = ?image.elapsed, "pulled");
+        say(format!(
+            "pulled {} ({}) in {:.1} s",
+            image.name,
+            image.manifest_digest,
+            image.elapsed.as_secs_f64()
+        ));
         Ok(image)
     }
 
@@ -249,7 +278,7 @@ impl ContainerRuntime {
         if let Some(handle) = self.adopt(spec, &context).await {
             return Ok(handle);
         }
-        let image = self.ensure_image(spec).await?;
+        let image = self.ensure_image(spec, Some(&context.log)).await?;
         let containerd = &self.shared.containerd;
         let id = self.container_id(&spec.name);
         let lease = containerd.create_lease("container").await.map_err(failed)?;
@@ -527,14 +556,15 @@ impl ModuleRuntime for ContainerRuntime {
         &'a self,
         spec: &'a ModuleSpec,
     ) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
-        Box::pin(async move {
-            check_kind(spec)?;
-            check_create_options(spec)?;
-            let image = self.ensure_image(spec).await?;
-            Ok(Prepared {
-                image_hash: Some(image.manifest_digest),
-            })
-        })
+        Box::pin(self.prepare_image(spec, None))
+    }
+
+    fn prepare_logged<'a>(
+        &'a self,
+        spec: &'a ModuleSpec,
+        log: &'a ModuleLog,
+    ) -> BoxFuture<'a, Result<Prepared, RuntimeError>> {
+        Box::pin(self.prepare_image(spec, Some(log)))
     }
 
     fn start<'a>(
@@ -543,6 +573,63 @@ impl ModuleRuntime for ContainerRuntime {
         context: ModuleContext,
     ) -> BoxFuture<'a, Result<ModuleHandle, RuntimeError>> {
         Box::pin(self.start_container(spec, context))
+    }
+}
+
+impl ContainerRuntime {
+    async fn prepare_image(
+        &self,
+        spec: &ModuleSpec,
+        log: Option<&ModuleLog>,
+    ) -> Result<Prepared, RuntimeError> {
+        check_kind(spec)?;
+        check_create_options(spec)?;
+        let image = self.ensure_image(spec, log).await?;
+        Ok(Prepared {
+            image_hash: Some(image.manifest_digest),
+        })
+    }
+}
+
+/// A pull's progress as module log lines: what it brings, each blob fetched (with the running
+/// total), each layer unpacked.
+#[derive(Debug, Default)]
+struct PullShown {
+    total: i64,
+    done: i64,
+    layers: usize,
+}
+
+impl PullShown {
+    fn line(&mut self, image: &str, progress: &Progress) -> Option<String> {
+        let mb = |bytes: i64| bytes as f64 / 1_048_576.0;
+        match progress {
+            Progress::Resolved { layers, size, .. } => {
+                (self.total, self.layers) = (*size, *layers);
+                Some(format!(
+                    "pulling {image}: {layers} layer(s), {:.1} MB",
+                    mb(*size)
+                ))
+            }
+            Progress::Blob { size, present, .. } => {
+                self.done += size;
+                let percent = if self.total > 0 {
+                    self.done.saturating_mul(100) / self.total
+                } else {
+                    100
+                };
+                let how = if *present { "already there" } else { "fetched" };
+                Some(format!(
+                    "{how}: {:.1} MB, {:.1} of {:.1} MB ({percent} %)",
+                    mb(*size),
+                    mb(self.done),
+                    mb(self.total)
+                ))
+            }
+            Progress::Unpacked { index, present, .. } => {
+                (!present).then(|| format!("unpacked layer {} of {}", index + 1, self.layers))
+            }
+        }
     }
 }
 
@@ -869,6 +956,43 @@ mod tests {
             message,
             "module m: createOptions.HostConfig.IpcMode is not supported by Verge"
         );
+    }
+
+    #[test]
+    fn a_pull_is_shown_blob_by_blob() {
+        let mut shown = PullShown::default();
+        let resolved = Progress::Resolved {
+            manifest_digest: "sha256:m".into(),
+            layers: 2,
+            size: 4 << 20,
+        };
+        assert_eq!(
+            shown.line("r/i:1", &resolved).as_deref(),
+            Some("pulling r/i:1: 2 layer(s), 4.0 MB")
+        );
+        let blob = |size, present| Progress::Blob {
+            digest: "sha256:b".into(),
+            size,
+            present,
+        };
+        assert_eq!(
+            shown.line("r/i:1", &blob(1 << 20, true)).as_deref(),
+            Some("already there: 1.0 MB, 1.0 of 4.0 MB (25 %)")
+        );
+        assert_eq!(
+            shown.line("r/i:1", &blob(3 << 20, false)).as_deref(),
+            Some("fetched: 3.0 MB, 4.0 of 4.0 MB (100 %)")
+        );
+        let unpacked = |present| Progress::Unpacked {
+            index: 1,
+            chain_id: "sha256:c".into(),
+            present,
+        };
+        assert_eq!(
+            shown.line("r/i:1", &unpacked(false)).as_deref(),
+            Some("unpacked layer 2 of 2")
+        );
+        assert_eq!(shown.line("r/i:1", &unpacked(true)), None);
     }
 
     #[test]
