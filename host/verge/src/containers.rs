@@ -63,6 +63,14 @@ pub fn start(
     let _ = runtime_slot.set(runtime.clone());
     tokio::spawn(close_sockets(workload, Arc::clone(twins)));
     let probe = runtime.containerd().clone();
+    if !probe.socket().exists() {
+        // The embedded set-up: no containerd, and no gRPC code run for nothing.
+        tracing::info!(
+            socket = %probe.socket().display(),
+            "no containerd socket: container modules cannot run until there is one"
+        );
+        return Ok(runtime);
+    }
     tokio::spawn(async move {
         let socket = probe.socket().display().to_string();
         match tokio::time::timeout(std::time::Duration::from_secs(3), probe.version()).await {
