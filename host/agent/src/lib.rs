@@ -602,7 +602,7 @@ impl Agent {
         let log = self.log_for(name);
         // `verge list` shows the module as being prepared while its image is fetched.
         self.preparing = Some(spec.clone());
-        self.report();
+        self.publish_status();
         let prepared = match self.ctx.runtimes.get(spec.kind.as_str()) {
             None => Err(Ctx::unsupported(&spec.kind)),
             Some(runtime) => runtime
@@ -708,7 +708,15 @@ impl Agent {
         self.ctx
             .twins
             .set_reported(EDGE_AGENT_TWIN, report::reported(&input));
+        self.publish_status();
+    }
 
+    /// The [`AgentStatus`] `verge list` shows (the twin is written by [`Agent::report`] only,
+    /// after whole passes).
+    fn publish_status(&self) {
+        let now = SystemTime::now();
+        let (code, description) = self.status();
+        let modules: Vec<&Module> = self.modules.values().collect();
         let mut views = Vec::with_capacity(modules.len() + 2);
         if let Some(config) = &self.config {
             for (name, m) in [

@@ -162,7 +162,7 @@ pub async fn push(
         Err(
             e @ (PushError::Read { .. }
             | PushError::NotComponent { .. }
-            | PushError::Reference { .. }),
+            | PushError::Registry(PullError::Reference { .. })),
         ) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(2))

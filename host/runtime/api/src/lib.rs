@@ -117,6 +117,16 @@ impl ModuleContext {
     /// The module's environment: IoT Edge's module variables, then the manifest's `env`
     /// (which may override them, as in IoT Edge).
     pub fn environment(&self, spec: &ModuleSpec) -> Vec<(String, String)> {
+        self.environment_with(spec, &[])
+    }
+
+    /// [`ModuleContext::environment`] with the runtime's own variables (e.g. the workload
+    /// API's) among IoT Edge's, before the manifest's `env`.
+    pub fn environment_with(
+        &self,
+        spec: &ModuleSpec,
+        runtime: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let module = self.identity.module_id().unwrap_or_default();
         let mut env: BTreeMap<String, String> = [
             ("IOTEDGE_DEVICEID", self.identity.device_id()),
@@ -128,6 +138,7 @@ impl ModuleContext {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        env.extend(runtime.iter().cloned());
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.into_iter().collect()
     }

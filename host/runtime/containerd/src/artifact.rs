@@ -102,35 +102,11 @@ pub enum PushError {
         /// What it is instead.
         message: String,
     },
-    /// The reference does not parse or cannot be pushed to.
-    #[error("invalid reference {reference:?}: {message}")]
-    Reference {
-        /// The reference as given.
-        reference: String,
-        /// Why.
-        message: String,
-    },
-    /// The registry refused the push or could not be reached: its own words.
-    #[error("registry {registry}: {message}")]
-    Registry {
-        /// `host[:port]`.
-        registry: String,
-        /// The registry's error.
-        message: String,
-    },
-}
-
-impl From<PullError> for PushError {
-    fn from(e: PullError) -> Self {
-        match e {
-            PullError::Registry { registry, message } => Self::Registry { registry, message },
-            PullError::Reference { reference, message } => Self::Reference { reference, message },
-            other => Self::Registry {
-                registry: String::new(),
-                message: other.to_string(),
-            },
-        }
-    }
+    /// The reference does not parse or cannot be pushed to ([`PullError::Reference`]), or the
+    /// registry refused the push or could not be reached ([`PullError::Registry`], its own
+    /// words): the errors a pull has too.
+    #[error(transparent)]
+    Registry(#[from] PullError),
 }
 
 /// Checks that `bytes` start like a WebAssembly component: the `\0asm` magic, then version 0x0d
@@ -677,12 +653,12 @@ pub async fn push_wasm(
     })?;
     let parsed = parse_reference(reference)?;
     if parsed.digest().is_some() {
-        return Err(PushError::Reference {
+        return Err(PushError::Registry(PullError::Reference {
             reference: reference.to_owned(),
             message: "push to a tag (registry/repository:tag), not a digest: the digest is what \
                       the push prints"
                 .into(),
-        });
+        }));
     }
     let layer_digest = image::sha256_digest(&bytes);
     let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -927,6 +903,9 @@ mod tests {
         std::fs::write(&component, b"\0asm\x0d\0\x01\0").unwrap();
         let pinned = format!("127.0.0.1:1/x@{}", image::sha256_digest(b""));
         let err = push_wasm(&component, &pinned, None, &[]).await.unwrap_err();
-        assert!(matches!(err, PushError::Reference { .. }), "{err}");
+        assert!(
+            matches!(err, PushError::Registry(PullError::Reference { .. })),
+            "{err}"
+        );
     }
 }

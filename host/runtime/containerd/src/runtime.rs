@@ -68,7 +68,7 @@ use crate::pull::{Progress, PulledImage};
 use crate::registry::{Credentials, credentials_for};
 use crate::spec::{self, SpecInput};
 use crate::stdio::Stdio;
-use crate::workload::{WorkloadMount, WorkloadSockets, module_of_cgroup};
+use crate::workload::{WorkloadSockets, module_of_cgroup};
 
 /// Module label: the module's name.
 pub const LABEL_MODULE: &str = "verge.module";
@@ -274,7 +274,7 @@ impl ContainerRuntime {
     ) -> Result<ModuleHandle, RuntimeError> {
         let begun = Instant::now();
         check_kind(spec)?;
-        check_create_options(spec)?;
+        let options = check_create_options(spec)?;
         if let Some(handle) = self.adopt(spec, &context).await {
             return Ok(handle);
         }
@@ -291,7 +291,7 @@ impl ContainerRuntime {
             stdio: None,
         };
         let result = self
-            .create_and_start(spec, &context, &image, &id, &lease, &mut undo)
+            .create_and_start(spec, &options, &context, &image, &lease, &mut undo)
             .await;
         if let Err(e) = containerd.delete_lease(&lease).await {
             tracing::warn!(lease = lease.id, "cannot delete the container's lease: {e}");
@@ -438,19 +438,20 @@ impl ContainerRuntime {
     async fn create_and_start(
         &self,
         spec: &ModuleSpec,
+        options: &CreateOptions,
         context: &ModuleContext,
         image: &PulledImage,
-        id: &str,
         lease: &Lease,
         undo: &mut Undo<'_>,
     ) -> Result<u32, RuntimeError> {
+        // The container's id: what `undo` removes if a step fails.
+        let id = undo.id;
         let containerd = &self.shared.containerd;
         let mounts = containerd
             .prepare_rootfs(lease, id, &image.chain_id)
             .await
             .map_err(failed)?;
         undo.snapshot = true;
-        let options = check_create_options(spec)?;
         for note in &options.notes {
             tracing::info!(module = spec.name, "{note}");
             context.log.push(Stream::Runtime, note.clone());
@@ -466,7 +467,10 @@ impl ContainerRuntime {
             })?),
             None => None,
         };
-        let env = environment(workload.as_ref(), context.environment(spec));
+        let env = context.environment_with(
+            spec,
+            workload.as_ref().map_or(&[][..], |w| w.env.as_slice()),
+        );
         let host_files = self
             .shared
             .options
@@ -485,7 +489,7 @@ impl ContainerRuntime {
             workload: workload
                 .as_ref()
                 .map(|w| (w.host_dir.display().to_string(), w.container_dir.clone())),
-            create_options: Some(&options),
+            create_options: Some(options),
         })
         .map_err(|e| match e {
             spec::SpecError::CreateOptions(e) => {
@@ -681,22 +685,6 @@ fn definition_digest(spec: &ModuleSpec) -> String {
     });
     let digest = sha2::Sha256::digest(definition.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The module's variables: the workload API's first, then the module's own (IoT Edge's and the
-/// manifest's `env`), which replace any of the same name.
-fn environment(
-    workload: Option<&WorkloadMount>,
-    module: Vec<(String, String)>,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = workload.map(|w| w.env.clone()).unwrap_or_default();
-    for (name, value) in module {
-        match env.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => env.push((name, value)),
-        }
-    }
-    env
 }
 
 /// Waits for the container to exit (stopping it when asked), cleans up, reports the exit.
