@@ -50,19 +50,9 @@ fn containerd_pulls_from_the_authenticated_registry_and_runs_busybox() {
     );
 
     let reference = registry.reference("busybox", "v1");
-    let user = format!("{}:{}", registry.username(), registry.password());
     let snapshotter = containerd.snapshotter().to_owned();
     let begun = Instant::now();
-    containerd.ctr_ok(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--user",
-        &user,
-        "--snapshotter",
-        &snapshotter,
-        &reference,
-    ]);
+    ctr_pull(&containerd, &registry, &reference);
     eprintln!("ctr pulled and unpacked it in {:?}", begun.elapsed());
     let listed = containerd.ctr_ok(&["images", "ls"]);
     assert!(
@@ -76,24 +66,7 @@ fn containerd_pulls_from_the_authenticated_registry_and_runs_busybox() {
         image.chain_id()
     );
 
-    let runc_root = containerd.runc_root().display().to_string();
-    let run = |id: &str, args: &[&str]| {
-        let mut all = vec![
-            "run",
-            "--rm",
-            "--snapshotter",
-            &snapshotter,
-            "--runc-root",
-            &runc_root,
-            &reference,
-            id,
-        ];
-        all.extend_from_slice(args);
-        let begun = Instant::now();
-        let out = containerd.ctr_ok(&all);
-        eprintln!("ctr run --rm {id} took {:?}", begun.elapsed());
-        out
-    };
+    let run = |id: &str, args: &[&str]| ctr_run(&containerd, &reference, id, args);
     assert_eq!(run("echo-hello", &["echo", "hello"]), "hello\n");
     // No arguments: the image's Cmd with its Env.
     assert_eq!(run("image-cmd", &[]), "hello from the image\n");
@@ -160,18 +133,8 @@ fn a_two_layer_uncompressed_image_unpacks_to_its_chain_id_and_runs() {
     assert_eq!(registry.push(&image, "layered"), image.manifest.digest);
 
     let reference = registry.reference("layered", "two");
-    let user = format!("{}:{}", registry.username(), registry.password());
     let snapshotter = containerd.snapshotter().to_owned();
-    containerd.ctr_ok(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--user",
-        &user,
-        "--snapshotter",
-        &snapshotter,
-        &reference,
-    ]);
+    ctr_pull(&containerd, &registry, &reference);
     let snapshots = containerd.ctr_ok(&["snapshots", "--snapshotter", &snapshotter, "ls"]);
     assert!(
         snapshots.contains(&image.chain_id()) && snapshots.contains(&image.diff_ids[0]),
@@ -406,39 +369,11 @@ fn a_python_image_with_the_azure_iot_sdk_runs_in_containerd() {
     eprintln!("pushed it in {:?}", begun.elapsed());
 
     let reference = registry.reference("python", "3");
-    let user = format!("{}:{}", registry.username(), registry.password());
-    let snapshotter = containerd.snapshotter().to_owned();
     let begun = Instant::now();
-    containerd.ctr_ok(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--user",
-        &user,
-        "--snapshotter",
-        &snapshotter,
-        &reference,
-    ]);
+    ctr_pull(&containerd, &registry, &reference);
     eprintln!("ctr pulled and unpacked it in {:?}", begun.elapsed());
 
-    let runc_root = containerd.runc_root().display().to_string();
-    let run = |id: &str, args: &[&str]| {
-        let mut all = vec![
-            "run",
-            "--rm",
-            "--snapshotter",
-            &snapshotter,
-            "--runc-root",
-            &runc_root,
-            &reference,
-            id,
-        ];
-        all.extend_from_slice(args);
-        let begun = Instant::now();
-        let out = containerd.ctr_ok(&all);
-        eprintln!("ctr run --rm {id} took {:?}", begun.elapsed());
-        out
-    };
+    let run = |id: &str, args: &[&str]| ctr_run(&containerd, &reference, id, args);
     // The image's Cmd: the SDK, requests-unixsocket (the workload API) and ssl import.
     assert_eq!(run("python-imports", &[]), expected);
     // busybox's shell below, the interpreter found on PATH, its prefix found from its place.
@@ -468,4 +403,41 @@ fn a_python_image_with_the_azure_iot_sdk_runs_in_containerd() {
         run("python-client", &["python3", "-c", script]),
         "create_from_edge_environment\n"
     );
+}
+
+/// `ctr images pull` of `reference` from `registry` with its credentials (plain HTTP, the rig's
+/// snapshotter).
+fn ctr_pull(containerd: &Containerd, registry: &Registry, reference: &str) {
+    let user = format!("{}:{}", registry.username(), registry.password());
+    containerd.ctr_ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        &user,
+        "--snapshotter",
+        containerd.snapshotter(),
+        reference,
+    ]);
+}
+
+/// `ctr run --rm` of `reference` as container `id` with `args` (none: the image's command); its
+/// stdout. Prints how long it took.
+fn ctr_run(containerd: &Containerd, reference: &str, id: &str, args: &[&str]) -> String {
+    let runc_root = containerd.runc_root().display().to_string();
+    let mut all = vec![
+        "run",
+        "--rm",
+        "--snapshotter",
+        containerd.snapshotter(),
+        "--runc-root",
+        &runc_root,
+        reference,
+        id,
+    ];
+    all.extend_from_slice(args);
+    let begun = Instant::now();
+    let out = containerd.ctr_ok(&all);
+    eprintln!("ctr run --rm {id} took {:?}", begun.elapsed());
+    out
 }
